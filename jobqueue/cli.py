@@ -1,0 +1,144 @@
+"""The `jobqueue` command: print job scripts, run a demo cluster."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+CLUSTER_CLASSES = {"slurm": "SLURMCluster", "local": "LocalCluster"}
+
+
+def _cluster_class(system: str):
+    import jobqueue
+
+    return getattr(jobqueue, CLUSTER_CLASSES[system])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="jobqueue")
+def main() -> None:
+    """Deploy Dask clusters on HPC batch systems."""
+
+
+@main.command()
+@click.argument("system", type=click.Choice(sorted(CLUSTER_CLASSES)))
+@click.option("--cores", type=int, help="Cores per job (default: config jobqueue.<system>.cores).")
+@click.option("--memory", help='Memory per job, e.g. "16GB".')
+@click.option("--processes", type=int, help="Dask worker processes per job (default ~sqrt(cores)).")
+@click.option("--walltime", help='Job time limit, e.g. "01:00:00".')
+@click.option("--queue", "-q", help="Queue / partition.")
+@click.option("--account", "-A", help="Account to charge.")
+@click.option("--job-name", help='Job name (default "dask-worker").')
+@click.option("--job-cpu", type=int, help="Slurm: --cpus-per-task if different from --cores.")
+@click.option("--job-mem", help="Slurm: --mem value if different from --memory.")
+@click.option("--log-directory", help="Directory for the jobs' stdout/stderr files.")
+@click.option("--job-extra-directive", "job_extra_directives", multiple=True,
+              help='Extra directive, e.g. "--comment=x" (repeatable).')
+@click.option("--job-directive-skip", "job_directives_skip", multiple=True,
+              help='Directive key to leave out, e.g. "--mem" (repeatable).')
+@click.option("--prologue", "job_script_prologue", multiple=True,
+              help="Shell line to run before the workers start (repeatable).")
+@click.option("--epilogue", "job_script_epilogue", multiple=True,
+              help="Shell line to run after the workers end (repeatable).")
+@click.option("--worker-extra-arg", "worker_extra_args", multiple=True,
+              help="Extra argument for the dask worker command (repeatable).")
+@click.option("--python", help="Python on the compute nodes (default: this one).")
+@click.option("--interface", help="Network interface the workers use, e.g. ib0.")
+@click.option("--local-directory", help='Worker scratch space, e.g. "$TMPDIR".')
+@click.option("--nanny/--no-nanny", default=None, help="Start workers under a nanny (default yes).")
+@click.option("--death-timeout", type=float, help="Seconds a worker waits for its scheduler.")
+@click.option("--template", help="A Jinja2 template file to render instead of ours.")
+@click.option("--scheduler-address", default=None,
+              help="Address the workers connect to (default: a placeholder).")
+def script(system: str, scheduler_address: str | None, template: str | None, **options) -> None:
+    """Print the job script SYSTEM would run for one job, e.g.
+
+        jobqueue script slurm --cores 4 --memory 8GB --walltime 01:00:00
+    """
+    from .scripts import PLACEHOLDER_ADDRESS, render
+
+    cls = _cluster_class(system)
+    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
+              if v is not None and v != ()}
+    try:
+        spec = cls.build_spec(**kwargs)
+        if template is None:
+            from . import config
+
+            template = config.get(cls.config_name, "template")
+        text = render(spec, cls.system_cls(), scheduler_address=scheduler_address or PLACEHOLDER_ADDRESS,
+                      template=template)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(text, nl=False)
+
+
+@main.command()
+@click.option("--system", type=click.Choice(["auto", *sorted(CLUSTER_CLASSES)]), default="auto",
+              show_default=True, help="Batch system; auto = the one found on PATH, else local.")
+@click.option("--jobs", type=int, default=2, show_default=True, help="Jobs to start.")
+@click.option("--timeout", type=float, default=120, show_default=True,
+              help="Seconds to wait for the workers.")
+def demo(system: str, jobs: int, timeout: float) -> None:
+    """Start a small cluster, compute on it, clean up, and say what happened."""
+    from distributed import Client, progress
+
+    from .systems import detect_system
+
+    if system == "auto":
+        system = detect_system()
+    cls = _cluster_class(system)
+    click.echo(f"jobqueue demo: {jobs} job(s) of 1 core / 1 GB on the {system} batch system "
+               f"({cls.__name__})")
+    t0 = time.monotonic()
+    with cls(cores=1, memory="1GB", processes=1, walltime="00:10:00",
+             scheduler_options={"dashboard_address": ":0"}) as cluster:
+        click.echo(f"scheduler listening at {cluster.scheduler_address}")
+        cluster.scale(jobs=jobs)
+        with Client(cluster) as client:
+            try:
+                client.wait_for_workers(jobs, timeout=timeout)
+            except Exception as exc:
+                click.echo(f"error: the workers did not start: {exc}", err=True)
+                sys.exit(1)
+            t_ready = time.monotonic() - t0
+            ids = " ".join(cluster.job_ids)
+            click.echo(f"{jobs} worker(s) connected after {t_ready:.1f} s (job ids: {ids})")
+            futures = client.map(_slow_square, range(40))
+            progress(futures)
+            total = client.submit(sum, futures).result()
+            click.echo(f"\nsum of squares of 0..39 computed on the cluster: {total} "
+                       f"(expected {sum(i * i for i in range(40))})")
+            workers = {w["name"] for w in client.scheduler_info()["workers"].values()}
+    submitted = list(cluster.tracker.jobs)
+    left = _wait_until_gone(cluster.batch_system, submitted, timeout=30)
+    click.echo(f"cluster closed after {time.monotonic() - t0:.1f} s: {len(submitted)} job(s) submitted, "
+               f"workers used: {', '.join(sorted(workers))}; "
+               + (f"{system} lists none of them as queued or running any more." if not left
+                  else f"jobs still queued or running: {' '.join(left)}"))
+    if total != sum(i * i for i in range(40)) or left:
+        sys.exit(1)
+
+
+def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
+    """Ask the batch system itself (not our bookkeeping) until none of job_ids is alive."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = asyncio.run(system.status(job_ids))
+        alive = [i for i, st in statuses.items() if not st.state.finished]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.25)
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.05)
+    return x * x
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Render job scripts from Jinja2 templates.
+
+Directive values are validated by :mod:`jobqueue.spec`; every word of the worker
+command is shell-quoted here. Quoting keeps ``$NAME`` and ``${NAME}`` (so
+``local_directory="$TMPDIR"`` still works on the compute node, as in dask-jobqueue)
+but escapes every other ``$``, backtick, quote and backslash: a value such as
+``x$(touch /tmp/p)`` is printed, never run.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shlex
+from typing import Iterable, Sequence
+
+import jinja2
+from dask.utils import format_bytes
+
+from .spec import JobSpec, check_line_value
+from .systems.base import BatchSystem
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
+_VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
+
+
+def shell_word(value: object) -> str:
+    """Quote one word for bash, leaving only $VAR / ${VAR} expansions live."""
+    text = check_line_value("value", str(value))
+    if _PLAIN.match(text):
+        return text
+    out, i = [], 0
+    while i < len(text):
+        m = _VAR.match(text, i)
+        if m:
+            out.append(m.group())
+            i = m.end()
+            continue
+        ch = text[i]
+        out.append("\\" + ch if ch in '\\"`$' else ch)
+        i += 1
+    return '"' + "".join(out) + '"'
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
+                extra_args: Sequence[str] = ()) -> list[str]:
+    """The worker command of one job, as words (dask-jobqueue 0.9.0's order)."""
+    argv = [spec.python, "-m", spec.worker_command, scheduler_address,
+            "--name", worker_name,
+            "--nthreads", str(spec.threads_per_process),
+            "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
+    if spec.worker_command == "distributed.cli.dask_worker":
+        if spec.processes > 1:
+            argv += ["--nworkers", str(spec.processes)]
+        argv.append("--nanny" if spec.nanny else "--no-nanny")
+    if spec.death_timeout is not None:
+        argv += ["--death-timeout", _number(spec.death_timeout)]
+    if spec.local_directory is not None:
+        argv += ["--local-directory", spec.local_directory]
+    for arg in spec.worker_extra_args:
+        # dask-jobqueue joined these with spaces, so users wrote "--lifetime 55m"
+        argv += shlex.split(arg)
+    if spec.interface is not None:
+        argv += ["--interface", spec.interface]
+    if spec.protocol is not None:
+        argv += ["--protocol", spec.protocol]
+    argv += list(extra_args)
+    return argv
+
+
+@functools.lru_cache(maxsize=32)
+def _environment(user_dir: str | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = []
+    if user_dir:
+        loaders.append(jinja2.FileSystemLoader(user_dir))
+    loaders.append(jinja2.PackageLoader("jobqueue", "templates"))
+    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def load_template(system: BatchSystem, template: str | None = None) -> jinja2.Template:
+    """The system's template, or the user's file ``template`` (which may extend ours)."""
+    if template is None:
+        return _environment(None).get_template(system.template)
+    path = os.path.abspath(os.path.expanduser(template))
+    if not os.path.isfile(path):
+        raise ValueError(f"invalid template={template!r} (no such file); write the path of a Jinja2 "
+                         f"file, e.g. template=\"my-job.sh.j2\" containing {{% extends \"{system.template}\" %}}")
+    return _environment(os.path.dirname(path)).get_template(os.path.basename(path))
+
+
+def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACEHOLDER_ADDRESS,
+           worker_name: str = "dummy-name", template: str | None = None,
+           extra_worker_args: Iterable[str] = ()) -> str:
+    """The complete job script for one job of ``spec`` on ``system``."""
+    argv = worker_argv(spec, scheduler_address, worker_name, list(extra_worker_args))
+    context = {
+        "shebang": spec.shebang,
+        "directives": system.header(spec),
+        "prologue": list(spec.job_script_prologue),
+        "epilogue": list(spec.job_script_epilogue),
+        "worker_argv": argv,
+        "worker_command": " ".join(shell_word(a) for a in argv),
+        "job_name": spec.job_name,
+        "spec": spec,
+        "system": system.name,
+    }
+    try:
+        return load_template(system, template).render(context)
+    except jinja2.TemplateError as exc:
+        where = f" in {template}" if template else ""
+        raise ValueError(f"job script template error{where}: {exc}") from exc

@@ -1,0 +1,134 @@
+"""BatchSystem: what differs between Slurm, PBS, SGE and the local runner.
+
+A batch system turns a :class:`~jobqueue.spec.JobSpec` into directive lines, and knows
+the argv of its submit, status and cancel commands and how to read their output. It
+knows nothing about Dask. Adding a batch system is one module here plus one template.
+"""
+
+from __future__ import annotations
+
+import enum
+import shutil
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+from ..commands import CommandResult, run_async
+from ..spec import JobSpec, check_line_value
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life, the same words for every batch system."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: JobState
+    reason: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One resource request, e.g. key "--mem", value "954M", sep "=" -> "--mem=954M"."""
+
+    key: str
+    value: str | None = None
+    sep: str = " "
+
+    @property
+    def text(self) -> str:
+        return self.key if self.value is None else f"{self.key}{self.sep}{self.value}"
+
+
+class BatchSystem:
+    """Base class: one instance per cluster (the local system keeps process state)."""
+
+    name: ClassVar[str] = ""
+    directive_prefix: ClassVar[str] = ""
+    submit_command: ClassVar[str] = ""
+    cancel_command: ClassVar[str] = ""
+    template: ClassVar[str] = "base.sh.j2"
+    job_id_env: ClassVar[str] = ""
+    command_timeout: float = 60.0
+
+    # --- script side -------------------------------------------------------------
+    def directives(self, spec: JobSpec) -> list[Directive]:
+        """The directives our defaults produce for ``spec`` (before skips and extras)."""
+        return []
+
+    def header(self, spec: JobSpec) -> list[str]:
+        """Directive lines: defaults minus ``job_directives_skip``, plus extras."""
+        kept = [d for d in self.directives(spec) if not self._skipped(d, spec.job_directives_skip)]
+        lines = [f"{self.directive_prefix} {d.text}" for d in kept]
+        for extra in spec.job_extra_directives:
+            extra = check_line_value("job_extra_directives", extra).strip()
+            if extra.startswith(self.directive_prefix):
+                extra = extra[len(self.directive_prefix):].strip()
+            lines.append(f"{self.directive_prefix} {extra}")
+        return lines
+
+    def _skipped(self, directive: Directive, skips: Iterable[str]) -> bool:
+        # Whole keys or whole directives only: skipping "--mem" must not remove
+        # "--mem-per-cpu", and skipping "-n 1" must not remove "-n 10" (dask-jobqueue
+        # matched substrings; its users lost directives that way).
+        for skip in skips:
+            s = skip.strip()
+            if self.directive_prefix and s.startswith(self.directive_prefix):
+                s = s[len(self.directive_prefix):].strip()
+            if s in (directive.key, directive.text) or s.rstrip("=") == directive.key:
+                return True
+        return False
+
+    # --- command side ------------------------------------------------------------
+    def available(self) -> bool:
+        """Is this system's submit command on PATH?"""
+        return shutil.which(self.submit_command) is not None
+
+    def submit_argv(self) -> list[str]:
+        """argv that submits a job script read from standard input."""
+        raise NotImplementedError
+
+    def parse_submit(self, result: CommandResult) -> str:
+        raise NotImplementedError
+
+    def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return [self.cancel_command, *job_ids]
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        raise NotImplementedError
+
+    async def submit(self, script: str) -> str:
+        """Submit ``script``; return the job id. Raises CommandError with the system's stderr."""
+        result = await run_async(self.submit_argv(), input=script, timeout=self.command_timeout)
+        return self.parse_submit(result)
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout)
+
+    async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The state of every job in ``job_ids`` with ONE command; unknown ids are left out."""
+        if not job_ids:
+            return {}
+        result = await run_async(self.status_argv(list(job_ids)), timeout=self.command_timeout,
+                                 check=False)
+        return self.parse_status(result, list(job_ids))
+
+    def close(self) -> None:
+        """Release what the system object holds (nothing for command-line systems)."""

@@ -1,0 +1,117 @@
+"""The local batch system: job scripts run as background processes on this machine.
+
+It is the default when no batch system is on PATH (a laptop, a CI runner), and lets
+the cluster machinery be exercised in seconds. Each job is a process group of its
+own, so cancelling a job kills everything its script started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Sequence
+
+from ..spec import JobSpec
+from .base import BatchSystem, Directive, JobState, JobStatus
+
+
+class LocalSystem(BatchSystem):
+    name = "local"
+    directive_prefix = "#LOCAL"
+    submit_command = "bash"
+    cancel_command = "kill"
+    template = "local.sh.j2"
+    kill_grace = 3.0
+
+    def __init__(self) -> None:
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._cancelled: set[str] = set()
+        self._dir: str | None = None
+
+    def directives(self, spec: JobSpec) -> list[Directive]:
+        return []
+
+    def available(self) -> bool:
+        return True
+
+    @property
+    def directory(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="jobqueue-local-")  # mode 0700
+        return self._dir
+
+    def log_paths(self, job_id: str) -> tuple[str, str]:
+        return (os.path.join(self.directory, f"job-{job_id}.out"),
+                os.path.join(self.directory, f"job-{job_id}.err"))
+
+    def _start(self, script: str) -> str:
+        fd, path = tempfile.mkstemp(prefix="job-", suffix=".sh", dir=self.directory)
+        with os.fdopen(fd, "w") as f:
+            f.write(script)
+        os.chmod(path, 0o700)
+        with open(path[:-3] + ".out", "wb") as out, open(path[:-3] + ".err", "wb") as err:
+            proc = subprocess.Popen([path], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    start_new_session=True, cwd=os.getcwd())
+        job_id = str(proc.pid)  # the job id is the pid of its process group leader
+        self._procs[job_id] = proc
+        for suffix in (".out", ".err"):
+            os.replace(path[:-3] + suffix, os.path.join(self.directory, f"job-{job_id}{suffix}"))
+        return job_id
+
+    async def submit(self, script: str) -> str:
+        return await asyncio.to_thread(self._start, script)
+
+    async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        out = {}
+        for job_id in job_ids:
+            proc = self._procs.get(job_id)
+            if proc is None:
+                continue
+            code = proc.poll()
+            if code is None:
+                out[job_id] = JobStatus(job_id, JobState.RUNNING)
+            elif job_id in self._cancelled:
+                out[job_id] = JobStatus(job_id, JobState.CANCELLED, exit_code=code)
+            elif code == 0:
+                out[job_id] = JobStatus(job_id, JobState.COMPLETED, exit_code=0)
+            else:
+                out[job_id] = JobStatus(job_id, JobState.FAILED, "NonZeroExitCode", exit_code=code)
+        return out
+
+    def _kill(self, job_ids: Sequence[str]) -> None:
+        procs = []
+        for job_id in job_ids:
+            proc = self._procs.get(job_id)
+            if proc is None or proc.poll() is not None:
+                continue
+            self._cancelled.add(job_id)
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            procs.append(proc)
+        deadline = time.monotonic() + self.kill_grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            try:  # the group may outlive its leader: make sure nothing of it survives
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self._kill, list(job_ids))
+
+    def close(self) -> None:
+        self._kill(list(self._procs))
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

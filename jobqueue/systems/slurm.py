@@ -1,0 +1,101 @@
+"""Slurm: sbatch / squeue / scancel, with dask-jobqueue 0.9.0's directives and defaults."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Sequence
+
+from ..commands import CommandError, CommandResult
+from ..spec import JobSpec
+from .base import BatchSystem, Directive, JobState, JobStatus
+
+_STATES = {
+    "PENDING": JobState.PENDING, "CONFIGURING": JobState.PENDING, "REQUEUED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING, "REQUEUE_FED": JobState.PENDING, "RESV_DEL_HOLD": JobState.PENDING,
+    "SUSPENDED": JobState.PENDING, "STOPPED": JobState.PENDING, "RESIZING": JobState.RUNNING,
+    "RUNNING": JobState.RUNNING, "COMPLETING": JobState.RUNNING, "SIGNALING": JobState.RUNNING,
+    "STAGE_OUT": JobState.RUNNING,
+    "COMPLETED": JobState.COMPLETED,
+    "FAILED": JobState.FAILED, "NODE_FAIL": JobState.FAILED, "BOOT_FAIL": JobState.FAILED,
+    "OUT_OF_MEMORY": JobState.FAILED, "DEADLINE": JobState.FAILED, "SPECIAL_EXIT": JobState.FAILED,
+    "TIMEOUT": JobState.TIMEOUT,
+    "CANCELLED": JobState.CANCELLED, "PREEMPTED": JobState.CANCELLED, "REVOKED": JobState.CANCELLED,
+}
+_JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
+
+
+def slurm_format_bytes_ceil(n: int) -> str:
+    """Bytes as Slurm's --mem wants them: K/M/G are binary units, rounded up.
+
+    >>> slurm_format_bytes_ceil(10**9)
+    '954M'
+    """
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size:
+            return f"{math.ceil(n / size)}{unit}"
+    return "1K"
+
+
+class SlurmSystem(BatchSystem):
+    name = "slurm"
+    directive_prefix = "#SBATCH"
+    submit_command = "sbatch"
+    cancel_command = "scancel"
+    status_command = "squeue"
+    template = "slurm.sh.j2"
+    job_id_env = "SLURM_JOB_ID"
+
+    def directives(self, spec: JobSpec) -> list[Directive]:
+        d: list[Directive] = []
+        if spec.job_name is not None:
+            d.append(Directive("-J", spec.job_name))
+        if spec.log_directory is not None:
+            stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
+            if re.search(r"\s", stem):
+                raise ValueError(f"invalid log_directory={spec.log_directory!r} (Slurm directives cannot "
+                                 "hold spaces); write something like log_directory=\"logs\"")
+            d.append(Directive("-e", f"{stem}.err"))
+            d.append(Directive("-o", f"{stem}.out"))
+        if spec.queue is not None:
+            d.append(Directive("-p", spec.queue))
+        if spec.account is not None:
+            d.append(Directive("-A", spec.account))
+        d.append(Directive("-n", "1"))
+        d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.cores), "="))
+        d.append(Directive("--mem", spec.job_mem or slurm_format_bytes_ceil(spec.memory), "="))
+        if spec.walltime is not None:
+            d.append(Directive("-t", spec.walltime_hms))
+        return d
+
+    def submit_argv(self) -> list[str]:
+        return [self.submit_command, "--parsable"]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        # --parsable prints "<id>" or "<id>;<cluster>"
+        job_id = result.stdout.strip().split(";")[0].strip()
+        if not _JOB_ID.match(job_id):
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
+                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
+                                      f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
+        return job_id
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        return [self.status_command, "-h", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(job_ids)]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if result.returncode != 0:
+            # squeue -j <one id it no longer knows> exits 1; a list of ids does not
+            if "Invalid job id" in result.stderr:
+                return {}
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        wanted = set(job_ids)
+        out: dict[str, JobStatus] = {}
+        for line in result.stdout.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) < 2 or parts[0] not in wanted:
+                continue
+            reason = parts[2] if len(parts) > 2 and parts[2] not in ("None", "(null)") else ""
+            state = _STATES.get(parts[1].split()[0].rstrip("+"), JobState.UNKNOWN)
+            out[parts[0]] = JobStatus(parts[0], state, reason)
+        return out
