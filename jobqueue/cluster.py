@@ -261,7 +261,7 @@ class JobQueueCluster(SpecCluster):
             if value is None:
                 continue
             warnings.warn(f"{old} has been renamed to {new}; please use {new} (also in config files). "
-                          f"{old} is used for now only where {new} is not set.", FutureWarning, stacklevel=5)
+                          f"{old} is used for now only where {new} is not set.", FutureWarning, stacklevel=4)
             if not out.get(new):
                 out[new] = value
         if out.get("nanny") is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shlex
 from typing import Iterable, Sequence
 
 import jinja2
@@ -64,8 +63,9 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
     if spec.local_directory is not None:
         argv += ["--local-directory", spec.local_directory]
     for arg in spec.worker_extra_args:
-        # dask-jobqueue joined these with spaces, so users wrote "--lifetime 55m"
-        argv += shlex.split(arg)
+        # dask-jobqueue joined these with spaces, so users wrote "--lifetime 55m": split
+        # on whitespace only; quotes or $(...) in them stay literal text
+        argv += arg.split()
     if spec.interface is not None:
         argv += ["--interface", spec.interface]
     if spec.protocol is not None:

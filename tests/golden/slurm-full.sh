@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+
+#SBATCH -J analysis
+#SBATCH -e /scratch/logs/analysis-%J.err
+#SBATCH -o /scratch/logs/analysis-%J.out
+#SBATCH -p batch
+#SBATCH -A proj42
+#SBATCH -n 1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=15G
+#SBATCH -t 24:00:00
+#SBATCH --comment=nightly
+#SBATCH --exclusive
+
+module load python/3.11
+source ~/venv/bin/activate
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 120 --local-directory "$TMPDIR" --lifetime 55m --lifetime-stagger 5m --interface ib0
+echo finished

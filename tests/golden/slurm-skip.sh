@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+
+#SBATCH -J dask-worker
+#SBATCH --cpus-per-task=8
+#SBATCH -t 02:00:00
+#SBATCH --mem-per-cpu=2G
+#SBATCH -n 10
+
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --no-nanny --death-timeout 60

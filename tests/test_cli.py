@@ -1,0 +1,44 @@
+"""The `jobqueue` command."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from jobqueue.cli import main
+
+
+def test_script_slurm_prints_directives_and_worker_command():
+    result = CliRunner().invoke(main, ["script", "slurm", "--cores", "4", "--memory", "8GB", "--walltime",
+                                       "01:00:00", "-q", "batch", "--job-extra-directive", "--comment=x",
+                                       "--prologue", "module load python", "--scheduler-address",
+                                       "tcp://10.1.1.1:8786"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("#!/usr/bin/env bash\n")
+    for line in ("#SBATCH -J dask-worker", "#SBATCH -p batch", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8G",
+                 "#SBATCH -t 01:00:00", "#SBATCH --comment=x", "module load python"):
+        assert line + "\n" in out
+    assert "-m distributed.cli.dask_worker tcp://10.1.1.1:8786 --name dummy-name --nthreads 1" in out
+    assert "--nworkers 4" in out
+
+
+def test_script_bad_value_is_a_usage_error():
+    result = CliRunner().invoke(main, ["script", "slurm", "--cores", "4", "--memory", "eight"])
+    assert result.exit_code == 2
+    assert "memory='eight'" in result.output and "16GB" in result.output
+
+
+def test_script_unknown_system():
+    result = CliRunner().invoke(main, ["script", "lsf", "--cores", "1", "--memory", "1GB"])
+    assert result.exit_code == 2 and "lsf" in result.output
+
+
+def test_demo_on_the_local_system():
+    out = subprocess.run([sys.executable, "-m", "jobqueue.cli", "demo", "--system", "local"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "2 worker(s) connected" in out.stdout
+    assert "computed on the cluster: 20540 (expected 20540)" in out.stdout
+    assert "lists none of them as queued or running any more" in out.stdout
+    assert "Traceback" not in out.stderr

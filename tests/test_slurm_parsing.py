@@ -1,0 +1,58 @@
+"""Reading Slurm's command output, as seen on the real Slurm 22.05 (ci/slurm)."""
+
+import pytest
+
+from jobqueue.commands import CommandError, CommandResult
+from jobqueue.systems import JobState, SlurmSystem
+from jobqueue.systems.slurm import slurm_format_bytes_ceil
+
+
+def res(stdout="", stderr="", rc=0, argv=("squeue",)):
+    return CommandResult(tuple(argv), rc, stdout, stderr)
+
+
+@pytest.mark.parametrize("n, text", [(1, "1K"), (1234, "2K"), (12345678, "12M"), (10**9, "954M"),
+                                     (15 * 10**9, "14G"), (2**30, "1G"), (2**30 + 1, "2G")])
+def test_format_bytes_ceil(n, text):
+    assert slurm_format_bytes_ceil(n) == text
+
+
+@pytest.mark.parametrize("stdout, job_id", [("7\n", "7"), ("146;testcluster\n", "146")])
+def test_parse_submit(stdout, job_id):
+    assert SlurmSystem().parse_submit(res(stdout, argv=("sbatch", "--parsable"))) == job_id
+
+
+def test_parse_submit_garbage_is_an_error():
+    with pytest.raises(CommandError, match="could not read a job id"):
+        SlurmSystem().parse_submit(res("Submitted batch job 8", argv=("sbatch", "--parsable")))
+
+
+def test_status_argv_is_one_command_for_all_jobs():
+    argv = SlurmSystem().status_argv(["1", "2", "3"])
+    assert argv[0] == "squeue" and argv[-1] == "1,2,3" and "-h" in argv
+
+
+def test_parse_status_states_and_reasons():
+    out = ("13|PENDING|BeginTime\n15|PENDING|Resources\n12|PENDING|JobHeldUser\n14|RUNNING|None\n"
+           "7|COMPLETED|None\n36|FAILED|NonZeroExitCode\n17|CANCELLED|None\n369|TIMEOUT|TimeLimit\n"
+           "99|RUNNING|None\n")
+    st = SlurmSystem().parse_status(res(out), ["13", "15", "12", "14", "7", "36", "17", "369"])
+    assert st["13"].state == JobState.PENDING and st["13"].reason == "BeginTime"
+    assert st["12"].reason == "JobHeldUser"
+    assert st["14"].state == JobState.RUNNING and st["14"].reason == ""
+    assert st["7"].state == JobState.COMPLETED
+    assert st["36"].state == JobState.FAILED and st["36"].reason == "NonZeroExitCode"
+    assert st["17"].state == JobState.CANCELLED
+    assert st["369"].state == JobState.TIMEOUT
+    assert "99" not in st  # not ours
+
+
+def test_parse_status_single_unknown_id_is_empty_not_error():
+    r = res("", "slurm_load_jobs error: Invalid job id specified\n", rc=1)
+    assert SlurmSystem().parse_status(r, ["999999"]) == {}
+
+
+def test_parse_status_controller_down_raises_with_stderr():
+    r = res("", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", rc=1)
+    with pytest.raises(CommandError, match="Unable to contact slurm controller"):
+        SlurmSystem().parse_status(r, ["5"])
