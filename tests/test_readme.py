@@ -1,0 +1,23 @@
+"""The README's Python example runs as written on the real Slurm."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from util import squeue_ids, wait_for
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.mark.usefixtures("slurm")
+def test_readme_example_runs(tmp_path):
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    before = squeue_ids()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "4950"
+    assert wait_for(lambda: not (squeue_ids() - before), 60)
