@@ -83,7 +83,7 @@ def script(system: str, scheduler_address: str | None, template: str | None, **o
               help="Seconds to wait for the workers.")
 def demo(system: str, jobs: int, timeout: float) -> None:
     """Start a small cluster, compute on it, clean up, and say what happened."""
-    from distributed import Client, progress
+    from distributed import Client
 
     from .systems import detect_system
 
@@ -107,9 +107,9 @@ def demo(system: str, jobs: int, timeout: float) -> None:
             ids = " ".join(cluster.job_ids)
             click.echo(f"{jobs} worker(s) connected after {t_ready:.1f} s (job ids: {ids})")
             futures = client.map(_slow_square, range(40))
-            progress(futures)
+            _progress(futures)
             total = client.submit(sum, futures).result()
-            click.echo(f"\nsum of squares of 0..39 computed on the cluster: {total} "
+            click.echo(f"sum of squares of 0..39 computed on the cluster: {total} "
                        f"(expected {sum(i * i for i in range(40))})")
             workers = {w["name"] for w in client.scheduler_info()["workers"].values()}
     submitted = list(cluster.tracker.jobs)
@@ -120,6 +120,42 @@ def demo(system: str, jobs: int, timeout: float) -> None:
                   else f"jobs still queued or running: {' '.join(left)}"))
     if total != sum(i * i for i in range(40)) or left:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be cancelled.")
+def cleanup(dry_run: bool) -> None:
+    """Cancel the jobs of clusters whose owning process died without closing them.
+
+    Every cluster keeps an owner-only journal of its live job ids under
+    ~/.jobqueue/journals (config jobqueue.state-directory); a watchdog process usually
+    cancels them within seconds of the owner's death. This catches what it could not
+    (e.g. the login node rebooted).
+    """
+    import glob
+    import os
+
+    import dask
+
+    from . import config  # noqa: F401  (the state-directory default)
+    from .watchdog import cancel_jobs, owner_gone, read
+
+    state_dir = os.path.expanduser(dask.config.get("jobqueue.state-directory", "~/.jobqueue"))
+    stale = 0
+    for path in sorted(glob.glob(os.path.join(state_dir, "journals", "*.json"))):
+        data = read(path)
+        if data is None or not owner_gone(data):
+            continue
+        stale += 1
+        ids = " ".join(map(str, data.get("job_ids", []))) or "none"
+        if dry_run:
+            click.echo(f"{os.path.basename(path)}: owner {data['owner_pid']} is gone; would cancel "
+                       f"{data.get('system')} jobs: {ids}")
+            continue
+        click.echo(f"{os.path.basename(path)}: owner {data['owner_pid']} is gone; {cancel_jobs(data)}")
+        os.unlink(path)
+    if not stale:
+        click.echo("no stale journals: every recorded cluster's owner is alive")
 
 
 def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
@@ -133,6 +169,19 @@ def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.25)
+
+
+def _progress(futures, width: int = 40) -> None:
+    """A text progress bar from the futures' own state (no scheduler stream to leave open)."""
+    total = len(futures)
+    while True:
+        done = sum(f.done() for f in futures)
+        filled = width * done // total
+        click.echo(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total} tasks", nl=False)
+        if done == total:
+            click.echo()
+            return
+        time.sleep(0.1)
 
 
 def _slow_square(x: int) -> int:

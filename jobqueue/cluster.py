@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import dask
 from dask.utils import parse_bytes
 from distributed.core import Status
+from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.scheduler import Scheduler
 from distributed.security import Security
@@ -33,7 +35,8 @@ from .commands import CommandError
 from .scripts import PLACEHOLDER_ADDRESS, render
 from .spec import JobSpec
 from .systems import BatchSystem, LocalSystem, SlurmSystem
-from .tracker import JobTracker
+from .reports import JobFailedError, JobRow, JobTable, describe_end, failure_report, summarize, tail
+from .tracker import Journal, JobTracker, TrackedJob
 
 logger = logging.getLogger("jobqueue")
 
@@ -70,7 +73,7 @@ _DEPRECATED: dict[str, str] = {
 _CLUSTER_KEYS = {
     "n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs", "name",
     "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls",
-    "interface", "protocol", "config_name", "template",
+    "interface", "protocol", "config_name", "template", "max_start_failures", "poll_interval",
 }
 
 
@@ -109,7 +112,7 @@ class Job(ProcessInterface):
         c = self._context
         try:
             script = self.job_script()
-            self.job_id = await c.tracker.submit(script, str(self.name))
+            self.job_id = await c.tracker.submit(script, str(self.name), c.system.log_paths(c.spec))
         except Exception as exc:
             self.status = Status.failed
             self.error = JobSubmissionError(c.system.name, str(self.name), exc)
@@ -146,7 +149,8 @@ class JobQueueCluster(SpecCluster):
                  host: str | None = None, scheduler_options: dict | None = None,
                  scheduler_cls: type = Scheduler, interface: str | None = None,
                  protocol: str | None = None, config_name: str | None = None,
-                 template: str | None = None, **job_kwargs: Any):
+                 template: str | None = None, max_start_failures: int | None = None,
+                 poll_interval: float | str | None = None, **job_kwargs: Any):
         self.status = Status.created
         cls_name = type(self).__name__
         if dashboard_address is not None:
@@ -178,19 +182,38 @@ class JobQueueCluster(SpecCluster):
             security = None
         if protocol is None and security is not None:
             protocol = "tls://"
+        self._cluster_id = f"{type(self).__name__}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._state_dir = os.path.expanduser(dask.config.get("jobqueue.state-directory", "~/.jobqueue"))
+        self._run_dir = os.path.join(self._state_dir, "clusters", self._cluster_id)
+        if not job_kwargs.get("log_directory") and not cfg("log-directory"):
+            # keep every job's output even when the user chose no log directory
+            job_kwargs["log_directory"] = os.path.join(self._run_dir, "logs")
         spec = self.build_spec(config_name=config_name, interface=interface, protocol=protocol,
                                **job_kwargs)
+        self._max_start_failures = int(max_start_failures if max_start_failures is not None
+                                       else dask.config.get("jobqueue.max-start-failures", 3))
+        self._poll_interval = dask.utils.parse_timedelta(
+            poll_interval if poll_interval is not None else dask.config.get("jobqueue.poll-interval", "5s"))
+        self._fast_poll_interval = min(self._poll_interval,
+                                       dask.utils.parse_timedelta(dask.config.get("jobqueue.fast-poll-interval", "0.5s")))
 
         self._system = self.system_cls()
-        self._tracker = JobTracker(self._system)
+        self._tracker = JobTracker(self._system, Journal(
+            os.path.join(self._state_dir, "journals", f"{self._cluster_id}.json"), self._system.name))
         self._secrets_dir: str | None = None
-        self._failures: list[JobSubmissionError] = []
+        self._failures: list[Exception] = []
+        self._consecutive_start_failures = 0
+        self._gave_up = False
+        self._poll_task: asyncio.Task | None = None
+        self._status_errors = 0
+        self.replacements: list[dict] = []
         extra_args = self._worker_security_args(security)
         self._context = _JobContext(spec, self._system, self._tracker, template, tuple(extra_args))
         render(spec, self._system, template=template, extra_worker_args=extra_args)  # fail now, not per job
 
         if spec.log_directory:
-            os.makedirs(spec.log_directory, exist_ok=True)
+            os.makedirs(spec.log_directory, mode=0o700, exist_ok=True)
+        _prune_old_runs(os.path.join(self._state_dir, "clusters"))
 
         options = {"protocol": protocol, "dashboard_address": ":8787", "security": security}
         options.update(scheduler_options)
@@ -327,8 +350,8 @@ class JobQueueCluster(SpecCluster):
 
     @property
     def job_ids(self) -> list[str]:
-        """Ids of this cluster's jobs that may still be queued or running."""
-        return self._tracker.live_ids()
+        """Ids of this cluster's jobs that are queued or running and not being cancelled."""
+        return [i for i in self._tracker.live_ids() if not self._tracker.jobs[i].cancelled_by_us]
 
     def _new_worker_name(self, worker_number: int) -> str:
         return f"{self._name}-{worker_number}"
@@ -348,6 +371,12 @@ class JobQueueCluster(SpecCluster):
             raise RuntimeError(
                 f"cannot submit {self._system.name} jobs: `{self._system.submit_command}` is not on PATH "
                 f"on this machine. Run on a login node of the cluster, or use jobqueue.LocalCluster.")
+        if jobs and self.status == Status.running:
+            self._preflight_address()
+        if self._gave_up and not self._adaptive_running():
+            # an explicit scale() is the user asking again; adapt's ticks are not
+            self._gave_up = False
+            self._consecutive_start_failures = 0
         self._forget_failed_jobs()
         if len(self.worker_spec) > jobs:
             # remove jobs that have no connected worker (still queued) before running ones
@@ -385,6 +414,10 @@ class JobQueueCluster(SpecCluster):
                 self.worker_spec.pop(name, None)
 
     async def _correct_state_internal(self) -> None:
+        if self._gave_up:
+            # keep the specs (what the user asked for) but submit nothing new
+            for name in set(self.worker_spec) - set(self.workers):
+                del self.worker_spec[name]
         try:
             await super()._correct_state_internal()
         except JobSubmissionError as exc:
@@ -393,7 +426,7 @@ class JobQueueCluster(SpecCluster):
             logger.exception("jobqueue: scaling failed")
             self._record_failure(JobSubmissionError(self._system.name, "?", exc))
 
-    def _record_failure(self, exc: JobSubmissionError) -> None:
+    def _record_failure(self, exc: Exception) -> None:
         self._failures.append(exc)
         for job in self.workers.values():  # every failed job of this round, not only the first
             err = getattr(job, "error", None)
@@ -402,12 +435,14 @@ class JobQueueCluster(SpecCluster):
         logger.error("jobqueue: %s", exc)
 
     @property
-    def failures(self) -> list[JobSubmissionError]:
-        """Submission errors seen so far, oldest first."""
+    def failures(self) -> list[Exception]:
+        """Submission errors and jobs that ended before their workers connected, oldest first."""
         return list(self._failures)
 
     def _possible_workers(self) -> int:
         """Workers the current jobs could still bring (submission not failed)."""
+        if self._gave_up:
+            return 0
         processes = self._context.spec.processes
         ok = sum(1 for name in self.worker_spec
                  if name not in self.workers or self.workers[name].status != Status.failed)
@@ -432,6 +467,143 @@ class JobQueueCluster(SpecCluster):
                     f"jobs: {self._tracker.summary() or 'none submitted'} (ids {' '.join(self.job_ids) or '-'})")
             await asyncio.sleep(0.2)
 
+    # --- job lifecycle ------------------------------------------------------------
+    async def _start(self) -> None:
+        await super()._start()
+        if self._poll_task is None:
+            self._poll_task = asyncio.ensure_future(self._poll_loop())
+
+    def _adaptive_running(self) -> bool:
+        adaptive = getattr(self, "_adaptive", None)
+        pc = getattr(adaptive, "periodic_callback", None)
+        return bool(pc is not None and pc.is_running())
+
+    def _preflight_address(self) -> None:
+        """Refuse a scheduler address the compute nodes cannot reach, before submitting."""
+        if isinstance(self._system, LocalSystem):
+            return
+        address = self.scheduler_address
+        host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+        if host in ("localhost", "::1") or host.startswith("127."):
+            raise ValueError(
+                f"the scheduler listens on {address}, a loopback address that {self._system.name} jobs on "
+                "other nodes cannot reach. Let it listen on a network the compute nodes share: pass "
+                "interface='ib0' (or 'eth0', ...), or scheduler_options={'host': '<this node's address>'}.")
+
+    def _job_of(self, worker_name: str) -> str:
+        """The job (SpecCluster worker) name of a Dask worker name ("<job>-<k>" with processes > 1)."""
+        if worker_name in self.workers:
+            return worker_name
+        base, _, suffix = worker_name.rpartition("-")
+        return base if base in self.workers and suffix.isdigit() else worker_name
+
+    def _update_worker_status(self, op, msg) -> None:
+        if op == "add":
+            for info in (msg.get("workers") or {}).values():
+                job = self.workers.get(self._job_of(str(info.get("name"))))
+                tracked = self._tracker.jobs.get(getattr(job, "job_id", None) or "")
+                if tracked is not None and not tracked.workers_seen:
+                    tracked.workers_seen = True
+                    self._consecutive_start_failures = 0
+        # Skip SpecCluster's lost-worker handler: it closes (and so cancels) whatever job
+        # holds that name 15 s later, even a replacement. The poller follows real job states.
+        Cluster._update_worker_status(self, op, msg)
+
+    def _next_poll_interval(self) -> float:
+        now = time.time()
+        recent = any(now - j.since < 60 for j in self._tracker.jobs.values() if not j.finished)
+        return self._fast_poll_interval if recent else self._poll_interval
+
+    async def _poll_loop(self) -> None:
+        while self.status not in (Status.closing, Status.closed):
+            await asyncio.sleep(self._next_poll_interval())
+            if self.status in (Status.closing, Status.closed):
+                return
+            try:
+                await self._poll_once()
+            except Exception:  # the poller must survive anything; say what happened
+                logger.exception("jobqueue: job status poll failed")
+
+    async def _poll_once(self) -> None:
+        try:
+            ended = await self._tracker.poll()
+        except CommandError as exc:
+            self._status_errors += 1
+            if self._status_errors in (1, 10) or self._status_errors % 100 == 0:
+                logger.warning("jobqueue: %s did not answer (%d time(s) in a row): %s. Job states are kept as "
+                               "they were; this is not a job failure.", self._system.name,
+                               self._status_errors, exc)
+            return
+        self._status_errors = 0
+        changed = False
+        for job in ended:
+            changed = await self._job_ended(job) or changed
+        if changed and self.status == Status.running:
+            await self._correct_state()
+
+    async def _job_ended(self, tracked: TrackedJob) -> bool:
+        """A job ended: report it if it never brought a worker, and replace it. True if replaced."""
+        current = self.workers.get(tracked.name)
+        if tracked.cancelled_by_us or current is None or current.job_id != tracked.job_id:
+            return False  # we ended it, or it was already replaced
+        if tracked.exit_code is None and not tracked.workers_seen:
+            with contextlib.suppress(Exception):
+                tracked.exit_code = await self._system.exit_code(tracked.job_id)
+        del self.workers[tracked.name]
+        await current.close()
+        if not tracked.workers_seen:
+            self._consecutive_start_failures += 1
+            error = JobFailedError(tracked, failure_report(tracked, self.scheduler_address))
+            self._failures.append(error)
+            logger.error("jobqueue: %s", error)
+        if self._consecutive_start_failures >= self._max_start_failures:
+            if not self._gave_up:
+                logger.error("jobqueue: %d jobs in a row ended before their workers connected; not "
+                             "submitting more. Fix the cause above, then call scale() again.",
+                             self._consecutive_start_failures)
+            self._gave_up = True
+            self.worker_spec.pop(tracked.name, None)
+            return False
+        if tracked.name not in self.worker_spec:
+            return False
+        self.replacements.append({"job_id": tracked.job_id, "name": tracked.name, "cause": describe_end(tracked),
+                                  "time": time.time()})
+        logger.warning("jobqueue: job %s (worker %s) ended: %s; submitting a replacement",
+                       tracked.job_id, tracked.name, describe_end(tracked))
+        return True
+
+    @property
+    def jobs(self) -> JobTable:
+        """Every job this cluster submitted: id, name, state, reason, workers, since."""
+        per_job: dict[str, int] = {}
+        for ws in self.scheduler_info.get("workers", {}).values():
+            job = self.workers.get(self._job_of(str(ws.get("name"))))
+            if job is not None and job.job_id:
+                per_job[job.job_id] = per_job.get(job.job_id, 0) + 1
+        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, per_job.get(j.job_id, 0), j.since)
+                        for j in self._tracker.jobs.values())
+
+    def logs(self) -> dict[str, str]:
+        """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
+        out = {}
+        for job in self._tracker.jobs.values():
+            parts = []
+            for path in job.log_paths:
+                text = tail(path, lines=10**6)
+                if text is not None:
+                    parts.append(f"--- {path}\n{text}")
+            if parts:
+                out[job.job_id] = "\n".join(parts)
+        return out
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        return f"{text[:-1]}, jobs: {summarize(self._tracker.jobs.values())})" if text.endswith(")") else text
+
+    def _repr_html_(self, cluster_status=None) -> str:
+        status = f"<p><b>Jobs:</b> {summarize(self._tracker.jobs.values())}</p>"
+        return super()._repr_html_(cluster_status=(cluster_status or "") + status)
+
     # --- shutdown ---------------------------------------------------------------
     async def _ask_workers_to_exit(self, timeout: float) -> None:
         """Tell every worker to close, so jobs end on their own (COMPLETED, not killed
@@ -449,17 +621,37 @@ class JobQueueCluster(SpecCluster):
     async def _close(self) -> None:
         if self.status == Status.running:
             await self._ask_workers_to_exit(timeout=5.0)
+        if self._poll_task is not None:
+            self._poll_task.cancel()
         try:
             await super()._close()
         finally:
             try:
                 await self._tracker.cancel_all()  # anything the per-job close missed
-            except CommandError:
-                pass  # already logged by the tracker
+            except CommandError as exc:
+                logger.error("jobqueue: could not cancel jobs %s: %s (the watchdog will retry)",
+                             " ".join(self._tracker.live_ids()), exc)
+            self._tracker.close()
             self._system.close()
             if self._secrets_dir:
                 shutil.rmtree(self._secrets_dir, ignore_errors=True)
                 self._secrets_dir = None
+
+
+def _prune_old_runs(clusters_dir: str, max_age_days: float = 14) -> None:
+    """Remove per-cluster directories (logs) older than two weeks; best effort."""
+    try:
+        entries = os.listdir(clusters_dir)
+    except OSError:
+        return
+    limit = time.time() - max_age_days * 86400
+    for entry in entries:
+        path = os.path.join(clusters_dir, entry)
+        try:
+            if os.path.getmtime(path) < limit:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 class SLURMCluster(JobQueueCluster):

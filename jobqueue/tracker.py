@@ -1,21 +1,29 @@
-"""JobTracker: submits, cancels and asks about the jobs of one cluster.
+"""JobTracker: submits, cancels and follows the jobs of one cluster.
 
-It knows every job id it submitted until that job is cancelled or seen finished, so
-that closing a cluster can cancel whatever is left with one command. Status of all
-jobs is asked with one command, never one per job. No dask imports here.
+It knows every job it submitted until the batch system reports it ended, asks the
+state of all of them with ONE status command per poll, and keeps an on-disk journal
+of the live job ids (owner-only) so that a watchdog or `jobqueue cleanup` can cancel
+them if the owning process dies without closing its cluster. No dask imports here.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .commands import CommandError
-from .systems.base import BatchSystem, JobState, JobStatus
+from .systems.base import BatchSystem, JobState
+from .watchdog import start_time
 
 logger = logging.getLogger("jobqueue.tracker")
+
+MISSING = "missing"  # reason given to a job the status command stopped listing
 
 
 @dataclass
@@ -26,66 +34,158 @@ class TrackedJob:
     state: JobState = JobState.PENDING
     reason: str = ""
     since: float = field(default_factory=time.time)
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
     cancelled_by_us: bool = False
+    workers_seen: bool = False
+    log_paths: tuple[str, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def display_state(self) -> str:
+        """The state word shown to users. "missing": it ended, or vanished from the
+        batch system, without any of its workers ever connecting and without a
+        failure of its own (e.g. workers that could not reach the scheduler)."""
+        if (self.finished and not self.workers_seen and not self.cancelled_by_us
+                and (self.state == JobState.COMPLETED or self.reason == MISSING)):
+            return MISSING
+        return self.state.value
+
+
+class Journal:
+    """Owner-only JSON file listing a cluster's live job ids and how to cancel them."""
+
+    def __init__(self, path: str, system: str, owner_pid: int | None = None):
+        self.path = path
+        self.system = system
+        self.owner_pid = owner_pid or os.getpid()
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+
+    def write(self, job_ids: Sequence[str]) -> None:
+        data = {"owner_pid": self.owner_pid, "owner_started": start_time(self.owner_pid),
+                "system": self.system, "job_ids": list(job_ids), "updated": time.time()}
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".journal-")
+        with os.fdopen(fd, "w") as f:  # mkstemp creates the file 0600
+            json.dump(data, f)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def start_watchdog(self) -> subprocess.Popen:
+        """A detached process that cancels the journal's jobs if this process dies."""
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watchdog.py")
+        log = os.path.join(os.path.dirname(self.path), "watchdog.log")
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return subprocess.Popen([sys.executable, script, self.path], stdin=subprocess.DEVNULL,
+                                    stdout=fd, stderr=fd, start_new_session=True, close_fds=True)
+        finally:
+            os.close(fd)
 
 
 class JobTracker:
-    def __init__(self, system: BatchSystem):
+    def __init__(self, system: BatchSystem, journal: Journal | None = None):
         self.system = system
+        self.journal = journal
         self.jobs: dict[str, TrackedJob] = {}
+        self.watchdog: subprocess.Popen | None = None
         self.commands_issued: dict[str, int] = {"submit": 0, "status": 0, "cancel": 0}
 
     def live_ids(self) -> list[str]:
-        """Ids of jobs that may still be queued or running."""
-        return [j.job_id for j in self.jobs.values() if not j.state.finished]
+        """Ids of jobs the batch system may still hold (queued, running or ending)."""
+        return [j.job_id for j in self.jobs.values() if not j.finished]
 
-    async def submit(self, script: str, name: str) -> str:
+    def _write_journal(self) -> None:
+        if self.journal is not None:
+            try:
+                self.journal.write(self.live_ids())
+            except OSError as exc:  # the journal is a safety net; never fail a job for it
+                logger.warning("could not write the job journal %s: %s", self.journal.path, exc)
+
+    async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> str:
         self.commands_issued["submit"] += 1
         job_id = await self.system.submit(script)
-        self.jobs[job_id] = TrackedJob(job_id, name)
+        self.jobs[job_id] = TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+        self._write_journal()
+        if self.journal is not None and self.watchdog is None:
+            self.watchdog = self.journal.start_watchdog()
         logger.info("submitted job %s for worker %s", job_id, name)
         return job_id
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        """Cancel ``job_ids`` (one command); already finished jobs are no error."""
-        ids = [i for i in job_ids if i in self.jobs and not self.jobs[i].state.finished]
+        """Cancel ``job_ids`` with one command; already finished jobs are no error.
+
+        Their state is left to the next poll, so the real end (cancelled, completed,
+        timeout) is what users see.
+        """
+        ids = [i for i in job_ids if i in self.jobs and not self.jobs[i].finished]
         if not ids:
             return
         self.commands_issued["cancel"] += 1
-        await self.system.cancel(ids)
-        now = time.time()
         for i in ids:
-            job = self.jobs[i]
-            job.cancelled_by_us = True
-            job.state, job.since = JobState.CANCELLED, now
+            self.jobs[i].cancelled_by_us = True
+        await self.system.cancel(ids)
         logger.info("cancelled job(s) %s", " ".join(ids))
 
     async def cancel_all(self) -> None:
-        ids = self.live_ids()
-        if not ids:
-            return
-        try:
-            await self.cancel(ids)
-        except CommandError as exc:
-            logger.error("could not cancel jobs %s: %s", " ".join(ids), exc)
-            raise
+        await self.cancel(self.live_ids())
 
-    async def poll(self) -> dict[str, JobStatus]:
-        """Refresh the state of every live job with one status command."""
+    async def poll(self) -> list[TrackedJob]:
+        """Refresh every live job with one status command; return the jobs that just ended.
+
+        Raises CommandError when the batch system does not answer: that is not a job
+        failure, and states stay as they were.
+        """
         ids = self.live_ids()
         if not ids:
-            return {}
+            return []
         self.commands_issued["status"] += 1
         statuses = await self.system.status(ids)
         now = time.time()
-        for job_id, st in statuses.items():
+        ended = []
+        for job_id in ids:
             job = self.jobs[job_id]
-            if (job.state, job.reason) != (st.state, st.reason):
-                job.state, job.reason, job.since = st.state, st.reason, now
-        return statuses
+            st = statuses.get(job_id)
+            if st is None:
+                # the system no longer lists it (purged, or never started): it is over
+                state, reason, code = (JobState.CANCELLED if job.cancelled_by_us else JobState.FAILED), MISSING, None
+            else:
+                state, reason, code = st.state, st.reason, st.exit_code
+            if (state, reason) != (job.state, job.reason):
+                job.state, job.reason, job.since = state, reason, now
+            if code is not None:
+                job.exit_code = code
+            if state == JobState.RUNNING and job.started_at is None:
+                job.started_at = now
+            if state.finished:
+                job.ended_at = now
+                ended.append(job)
+        if ended:
+            self._write_journal()
+        return ended
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for job in self.jobs.values():
-            counts[job.state.value] = counts.get(job.state.value, 0) + 1
+            counts[job.display_state] = counts.get(job.display_state, 0) + 1
         return counts
+
+    def close(self) -> None:
+        """Drop the journal (the watchdog then exits) once nothing is left to cancel."""
+        if self.journal is not None and not [j for j in self.jobs.values()
+                                             if not j.finished and not j.cancelled_by_us]:
+            self.journal.remove()
+            if self.watchdog is not None:
+                try:
+                    self.watchdog.wait(5)
+                except subprocess.TimeoutExpired:
+                    self.watchdog.kill()
+                self.watchdog = None

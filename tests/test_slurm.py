@@ -121,7 +121,7 @@ def test_close_cancels_pending_jobs_too():
     assert all(squeue_state(i) in ("CANCELLED", "") for i in ids)
 
 
-def test_same_script_as_dask_jobqueue():
+def test_same_script_as_dask_jobqueue(tmp_path):
     """The directives match dask-jobqueue 0.9.0's for the same keywords (when it is installed)."""
     code = r'''
 import sys, json
@@ -131,18 +131,21 @@ except ImportError:
     print("{}"); sys.exit(0)
 kw = dict(cores=8, memory="16GB", processes=2, queue="batch", account="acc", walltime="01:00:00",
           job_extra_directives=["--comment=x"], job_script_prologue=["module load y"],
+          log_directory=sys.argv[1],
           scheduler_options={"dashboard_address": ":0"})
 with SLURMCluster(**kw) as c:
     print(json.dumps({"header": c.job_header}))
 '''
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    logdir = str(tmp_path / "logs")
+    out = subprocess.run([sys.executable, "-c", code, logdir], capture_output=True, text=True, timeout=120)
     import json
 
     theirs = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
     if not theirs:
         pytest.skip("dask-jobqueue is not installed")
     with SLURMCluster(cores=8, memory="16GB", processes=2, queue="batch", account="acc", walltime="01:00:00",
-                      job_extra_directives=["--comment=x"], job_script_prologue=["module load y"]) as cluster:
+                      job_extra_directives=["--comment=x"], job_script_prologue=["module load y"],
+                      log_directory=logdir) as cluster:
         assert cluster.job_header == theirs["header"]
 
 

@@ -21,7 +21,7 @@ class JobState(str, enum.Enum):
 
     PENDING = "pending"
     RUNNING = "running"
-    COMPLETED = "completed"
+    COMPLETED = "finished"
     FAILED = "failed"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
@@ -92,6 +92,13 @@ class BatchSystem:
                 return True
         return False
 
+    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+        """Where a job writes stdout and stderr, with %J standing for the job id."""
+        if spec.log_directory is None:
+            return ()
+        stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
+        return (f"{stem}.out", f"{stem}.err")
+
     # --- command side ------------------------------------------------------------
     def available(self) -> bool:
         """Is this system's submit command on PATH?"""
@@ -113,8 +120,11 @@ class BatchSystem:
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         raise NotImplementedError
 
-    async def submit(self, script: str) -> str:
-        """Submit ``script``; return the job id. Raises CommandError with the system's stderr."""
+    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
+        """Submit ``script``; return the job id. Raises CommandError with the system's stderr.
+
+        ``log_paths`` is where the script's directives send its output (the local
+        system, which has no directives, writes there itself)."""
         result = await run_async(self.submit_argv(), input=script, timeout=self.command_timeout)
         return self.parse_submit(result)
 
@@ -129,6 +139,10 @@ class BatchSystem:
         result = await run_async(self.status_argv(list(job_ids)), timeout=self.command_timeout,
                                  check=False)
         return self.parse_status(result, list(job_ids))
+
+    async def exit_code(self, job_id: str) -> int | None:
+        """Exit code of an ended job when the system can tell (negative: killed by that signal)."""
+        return None
 
     def close(self) -> None:
         """Release what the system object holds (nothing for command-line systems)."""

@@ -45,11 +45,7 @@ class LocalSystem(BatchSystem):
             self._dir = tempfile.mkdtemp(prefix="jobqueue-local-")  # mode 0700
         return self._dir
 
-    def log_paths(self, job_id: str) -> tuple[str, str]:
-        return (os.path.join(self.directory, f"job-{job_id}.out"),
-                os.path.join(self.directory, f"job-{job_id}.err"))
-
-    def _start(self, script: str) -> str:
+    def _start(self, script: str, log_paths: Sequence[str]) -> str:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".sh", dir=self.directory)
         with os.fdopen(fd, "w") as f:
             f.write(script)
@@ -59,12 +55,15 @@ class LocalSystem(BatchSystem):
                                     start_new_session=True, cwd=os.getcwd())
         job_id = str(proc.pid)  # the job id is the pid of its process group leader
         self._procs[job_id] = proc
-        for suffix in (".out", ".err"):
-            os.replace(path[:-3] + suffix, os.path.join(self.directory, f"job-{job_id}{suffix}"))
+        if len(log_paths) != 2:
+            log_paths = (os.path.join(self.directory, "job-%J.out"), os.path.join(self.directory, "job-%J.err"))
+        for suffix, target in zip((".out", ".err"), log_paths):
+            # the open files follow the rename: the job keeps writing to them
+            os.replace(path[:-3] + suffix, target.replace("%J", job_id))
         return job_id
 
-    async def submit(self, script: str) -> str:
-        return await asyncio.to_thread(self._start, script)
+    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
+        return await asyncio.to_thread(self._start, script, list(log_paths))
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out = {}

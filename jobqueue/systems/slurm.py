@@ -6,7 +6,7 @@ import math
 import re
 from typing import Sequence
 
-from ..commands import CommandError, CommandResult
+from ..commands import CommandError, CommandResult, run_async
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
@@ -51,12 +51,12 @@ class SlurmSystem(BatchSystem):
         if spec.job_name is not None:
             d.append(Directive("-J", spec.job_name))
         if spec.log_directory is not None:
-            stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
-            if re.search(r"\s", stem):
+            out, err = self.log_paths(spec)
+            if re.search(r"\s", out):
                 raise ValueError(f"invalid log_directory={spec.log_directory!r} (Slurm directives cannot "
                                  "hold spaces); write something like log_directory=\"logs\"")
-            d.append(Directive("-e", f"{stem}.err"))
-            d.append(Directive("-o", f"{stem}.out"))
+            d.append(Directive("-e", err))
+            d.append(Directive("-o", out))
         if spec.queue is not None:
             d.append(Directive("-p", spec.queue))
         if spec.account is not None:
@@ -79,6 +79,15 @@ class SlurmSystem(BatchSystem):
                                reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
                                       f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
         return job_id
+
+    async def exit_code(self, job_id: str) -> int | None:
+        result = await run_async(["scontrol", "show", "job", "-o", job_id], timeout=self.command_timeout,
+                                 check=False)
+        m = re.search(r"\bExitCode=(\d+):(\d+)", result.stdout)
+        if not m:
+            return None
+        code, signal = int(m.group(1)), int(m.group(2))
+        return -signal if signal else code
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         return [self.status_command, "-h", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(job_ids)]

@@ -1,0 +1,133 @@
+"""What we tell users about their jobs: failure reports with log tails, the job table.
+
+No dask imports: plain text built from TrackedJob records and log files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from .tracker import MISSING, TrackedJob
+
+TAIL_LINES = 20
+# what a dask worker logs when it cannot reach its scheduler
+_UNREACHABLE = ("Timed out trying to connect", "Waiting to connect to", "Failed to connect",
+                "Connection refused", "No route to host", "Timed out during handshake")
+
+
+class JobFailedError(RuntimeError):
+    """A job ended before its workers connected; the message is the full report."""
+
+    def __init__(self, job: TrackedJob, report: str):
+        self.job = job
+        self.job_id = job.job_id
+        super().__init__(report)
+
+
+def tail(path: str, lines: int = TAIL_LINES) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def describe_end(job: TrackedJob) -> str:
+    """e.g. "failed, exit code 3 (NonZeroExitCode)" or "timeout (TimeLimit)"."""
+    words = job.display_state
+    if job.exit_code is not None:
+        words += f", killed by signal {-job.exit_code}" if job.exit_code < 0 else f", exit code {job.exit_code}"
+    if job.reason and job.reason != MISSING:
+        words += f" ({job.reason})"
+    elif job.reason == MISSING:
+        words += " (no longer listed by the batch system)"
+    return words
+
+
+def failure_report(job: TrackedJob, scheduler_address: str) -> str:
+    """Why a job produced no worker: its end state, exit code and the tails of its logs."""
+    lines = [f"job {job.job_id} (worker {job.name}) ended before any of its workers connected: "
+             f"{describe_end(job)}"]
+    unreachable = False
+    found = False
+    for path in job.log_paths:
+        text = tail(path)
+        if text is None:
+            continue
+        found = True
+        lines.append(f"--- last lines of {path}:" if text else f"--- {path} is empty")
+        lines.extend("    " + line for line in text.splitlines())
+        unreachable = unreachable or any(marker in text for marker in _UNREACHABLE)
+    if not found and job.log_paths:
+        lines.append(f"(no log file found at {', '.join(job.log_paths)})")
+    if unreachable:
+        lines.append(
+            f"The worker could not reach the scheduler at {scheduler_address}. If the compute nodes "
+            "reach this machine through another network, pass interface='ib0' (the workers' and the "
+            "scheduler's interface) or scheduler_options={'interface': '<interface the nodes can reach>'}.")
+    return "\n".join(lines)
+
+
+@dataclass
+class JobRow:
+    job_id: str
+    name: str
+    state: str
+    reason: str
+    workers: int
+    since: float
+
+
+class JobTable(list):
+    """The cluster's jobs, one JobRow each; prints as a table, renders in Jupyter."""
+
+    COLUMNS = ("job_id", "name", "state", "reason", "workers", "since")
+
+    def _cells(self) -> list[tuple[str, ...]]:
+        now = time.time()
+        return [(r.job_id, r.name, r.state, r.reason, str(r.workers), f"{now - r.since:.0f}s ago")
+                for r in self]
+
+    def __str__(self) -> str:
+        rows = [self.COLUMNS] + self._cells()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self.COLUMNS))]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in self._cells())
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def summarize(jobs: Iterable[TrackedJob]) -> str:
+    """e.g. "3 running, 7 pending (Priority)": live jobs by state, pending ones by reason."""
+    counts: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for job in jobs:
+        if job.finished:
+            continue
+        counts[job.state.value] = counts.get(job.state.value, 0) + 1
+        if job.state.value == "pending" and job.reason:
+            reasons[job.reason] = reasons.get(job.reason, 0) + 1
+    parts = []
+    for state in ("running", "pending", "unknown"):
+        n = counts.get(state)
+        if not n:
+            continue
+        text = f"{n} {state}"
+        if state == "pending" and reasons:
+            if len(reasons) == 1 and next(iter(reasons.values())) == n:
+                text += f" ({next(iter(reasons))})"
+            else:
+                text += " (" + ", ".join(f"{k} {r}" for r, k in sorted(reasons.items())) + ")"
+        parts.append(text)
+    return ", ".join(parts) or "none queued or running"
