@@ -112,7 +112,7 @@ class JobTracker:
 
     async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> str:
         self.commands_issued["submit"] += 1
-        job_id = await self.system.submit(script)
+        job_id = await self.system.submit(script, log_paths)
         self.jobs[job_id] = TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
         self._write_journal()
         if self.journal is not None and self.watchdog is None:
