@@ -33,7 +33,7 @@ from distributed.security import Security
 from . import config
 from .commands import CommandError
 from .scripts import PLACEHOLDER_ADDRESS, render
-from .spec import JobSpec
+from .spec import JobSpec, retirement
 from .systems import BatchSystem, LocalSystem, SlurmSystem
 from .reports import JobFailedError, JobRow, JobTable, describe_end, failure_report, summarize, tail
 from .tracker import Journal, JobTracker, TrackedJob
@@ -538,14 +538,51 @@ class JobQueueCluster(SpecCluster):
         changed = False
         for job in ended:
             changed = await self._job_ended(job) or changed
+        changed = self._replace_before_walltime() or changed
         if changed and self.status == Status.running:
             await self._correct_state()
+
+    def _replace_before_walltime(self) -> bool:
+        """Submit a job's replacement before its workers retire at the walltime, so the
+        cluster's capacity does not drop while the replacement waits in the queue."""
+        walltime = self._context.spec.walltime
+        if not walltime or self._gave_up or self.status != Status.running:
+            return False
+        margin, stagger = retirement(walltime)
+        now = time.time()
+        added = False
+        for tracked in self._tracker.jobs.values():
+            if (tracked.finished or tracked.cancelled_by_us or tracked.replaced_ahead
+                    or tracked.started_at is None or not tracked.workers_seen):
+                continue
+            # workers retire from (walltime - margin - stagger) on; submit the replacement
+            # early enough to be running by then, but never at the very start of a job
+            retire_from = walltime - margin - stagger
+            if now < tracked.started_at + retire_from - min(margin, retire_from / 2):
+                continue
+            current = self.workers.get(tracked.name)
+            if current is None or current.job_id != tracked.job_id or tracked.name not in self.worker_spec:
+                continue
+            tracked.replaced_ahead = True
+            self.worker_spec.update(self.new_worker_spec())
+            logger.info("jobqueue: job %s reaches its walltime in %.0f s; submitted its replacement ahead",
+                        tracked.job_id, tracked.started_at + walltime - now)
+            added = True
+        return added
 
     async def _job_ended(self, tracked: TrackedJob) -> bool:
         """A job ended: report it if it never brought a worker, and replace it. True if replaced."""
         current = self.workers.get(tracked.name)
         if tracked.cancelled_by_us or current is None or current.job_id != tracked.job_id:
             return False  # we ended it, or it was already replaced
+        if tracked.replaced_ahead:
+            # its replacement is already running or queued: drop this job's slot
+            del self.workers[tracked.name]
+            self.worker_spec.pop(tracked.name, None)
+            await current.close()
+            logger.info("jobqueue: job %s ended at its walltime (%s); its replacement took over",
+                        tracked.job_id, describe_end(tracked))
+            return False
         if tracked.exit_code is None and not tracked.workers_seen:
             with contextlib.suppress(Exception):
                 tracked.exit_code = await self._system.exit_code(tracked.job_id)

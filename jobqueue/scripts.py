@@ -17,12 +17,13 @@ from typing import Iterable, Sequence
 import jinja2
 from dask.utils import format_bytes
 
-from .spec import JobSpec, check_line_value
+from .spec import JobSpec, check_line_value, retirement
 from .systems.base import BatchSystem
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
 _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
+RUNTIME_PRELOAD = "jobqueue.runtime.preload"
 
 
 def shell_word(value: object) -> str:
@@ -60,6 +61,11 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
         argv.append("--nanny" if spec.nanny else "--no-nanny")
     if spec.death_timeout is not None:
         argv += ["--death-timeout", _number(spec.death_timeout)]
+    if spec.worker_command == "distributed.cli.dask_worker":
+        # graceful retirement before the walltime and on SIGTERM (jobqueue/runtime/preload.py)
+        argv += ["--preload", RUNTIME_PRELOAD]
+        if spec.nanny:
+            argv += ["--preload-nanny", RUNTIME_PRELOAD]
     if spec.local_directory is not None:
         argv += ["--local-directory", spec.local_directory]
     for arg in spec.worker_extra_args:
@@ -101,8 +107,11 @@ def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACE
            extra_worker_args: Iterable[str] = ()) -> str:
     """The complete job script for one job of ``spec`` on ``system``."""
     argv = worker_argv(spec, scheduler_address, worker_name, list(extra_worker_args))
+    margin, stagger = retirement(spec.walltime) if spec.walltime else (0, 0)
     context = {
         "shebang": spec.shebang,
+        "retire_margin": margin,
+        "retire_stagger": stagger,
         "directives": system.header(spec),
         "prologue": list(spec.job_script_prologue),
         "epilogue": list(spec.job_script_epilogue),

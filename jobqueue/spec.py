@@ -107,6 +107,14 @@ def format_walltime(seconds: int) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
+def retirement(walltime: int) -> tuple[int, int]:
+    """(margin, stagger) in seconds: workers retire between margin and margin + stagger
+    before the walltime ends, early enough to hand their data over before the batch
+    system kills the job (10% of the walltime, at least 30 s, at most 5 min)."""
+    margin = int(min(max(0.1 * walltime, 30), 300, walltime / 2))
+    return margin, int(min(margin / 3, 60))
+
+
 def default_processes(cores: int) -> int:
     """About sqrt(cores) processes that divide cores evenly (distributed's choice)."""
     if cores <= 4:

@@ -39,6 +39,7 @@ class TrackedJob:
     exit_code: int | None = None
     cancelled_by_us: bool = False
     workers_seen: bool = False
+    replaced_ahead: bool = False  # a replacement was submitted before its walltime ends
     log_paths: tuple[str, ...] = ()
 
     @property

@@ -6,4 +6,8 @@
 #SBATCH --mem-per-cpu=2G
 #SBATCH -n 10
 
-/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --no-nanny --death-timeout 60
+# when this job will be ended, so its workers retire (and hand their data over) in time
+export JOBQUEUE_JOB_END=$(( $(date +%s) + 7200 ))
+export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
+
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --no-nanny --death-timeout 60 --preload jobqueue.runtime.preload

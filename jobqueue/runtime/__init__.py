@@ -1,0 +1,1 @@
+"""What runs inside an allocation. Imports nothing from the login-node side of jobqueue."""

@@ -1,0 +1,90 @@
+"""Dask preload for jobqueue's workers: graceful retirement before walltime and on SIGTERM.
+
+The job script runs ``dask worker ... --preload jobqueue.runtime.preload`` and exports
+
+    JOBQUEUE_JOB_END        epoch seconds when the batch system will end the job
+    JOBQUEUE_RETIRE_MARGIN  seconds before that end at which workers retire
+    JOBQUEUE_RETIRE_STAGGER workers retire at a random point up to this much earlier,
+                            so the workers of one job do not all leave at once
+
+Retiring (Worker.close_gracefully) asks the scheduler to move the worker's data to
+other workers before it closes, so reaching the walltime loses no results.
+
+SIGTERM (scancel, preemption, the time limit itself) triggers the same graceful
+retirement instead of an abrupt close. Batch systems signal every process of the job:
+the worker process retires itself; the nanny forwards the signal to its worker and
+waits for it, instead of killing it mid-retirement as dask's own handler would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+
+logger = logging.getLogger("jobqueue.runtime")
+
+
+def retire_delay(now: float | None = None) -> float | None:
+    """Seconds from now until this worker should retire, or None without a walltime."""
+    try:
+        end = float(os.environ["JOBQUEUE_JOB_END"])
+    except (KeyError, ValueError):
+        return None
+    margin = float(os.environ.get("JOBQUEUE_RETIRE_MARGIN", "60"))
+    stagger = float(os.environ.get("JOBQUEUE_RETIRE_STAGGER", "0"))
+    now = time.time() if now is None else now
+    return max(0.0, end - margin - random.uniform(0, stagger) - now)
+
+
+def _install(signum: int, callback) -> None:
+    """Run callback on the server's loop when signum arrives (main thread only)."""
+    loop = asyncio.get_running_loop()
+    try:
+        signal.signal(signum, lambda *_: loop.call_soon_threadsafe(callback))
+    except ValueError:  # not the main thread: leave dask's handling in place
+        logger.debug("jobqueue preload: cannot install a %s handler outside the main thread", signum)
+
+
+def _setup_worker(worker) -> None:
+    retiring = False
+
+    def retire(reason: str) -> None:
+        nonlocal retiring
+        if retiring:
+            return
+        retiring = True
+        logger.info("jobqueue: retiring worker %s gracefully (%s)", worker.address, reason)
+        asyncio.ensure_future(worker.close_gracefully(reason=f"jobqueue-{reason}"))
+
+    delay = retire_delay()
+    if delay is not None:
+        logger.info("jobqueue: worker %s will retire in %.0f s, before the job's walltime", worker.name, delay)
+        asyncio.get_running_loop().call_later(delay, retire, "walltime")
+    _install(signal.SIGTERM, lambda: retire("SIGTERM"))
+
+
+def _setup_nanny(nanny) -> None:
+    def forward() -> None:
+        process = getattr(nanny, "process", None)
+        pid = getattr(getattr(process, "process", None), "pid", None)
+        if pid:
+            logger.info("jobqueue: SIGTERM: asking worker process %s to retire gracefully", pid)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    _install(signal.SIGTERM, forward)
+
+
+def dask_setup(server) -> None:
+    from distributed import Nanny, Worker
+
+    if isinstance(server, Worker):
+        _setup_worker(server)
+    elif isinstance(server, Nanny):
+        _setup_nanny(server)
