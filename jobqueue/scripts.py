@@ -23,7 +23,7 @@ from .systems.base import BatchSystem
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
 _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
-RUNTIME_PRELOAD = "jobqueue.runtime.preload"
+RUNTIME_PRELOAD = "jobqueue.runtime.worker"
 
 
 def shell_word(value: object) -> str:
@@ -62,7 +62,7 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
     if spec.death_timeout is not None:
         argv += ["--death-timeout", _number(spec.death_timeout)]
     if spec.worker_command == "distributed.cli.dask_worker":
-        # graceful retirement before the walltime and on SIGTERM (jobqueue/runtime/preload.py)
+        # graceful retirement before the walltime and on SIGTERM (jobqueue/runtime/worker.py)
         argv += ["--preload", RUNTIME_PRELOAD]
         if spec.nanny:
             argv += ["--preload-nanny", RUNTIME_PRELOAD]

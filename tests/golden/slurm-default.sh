@@ -10,4 +10,4 @@
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 1800 ))
 export JOBQUEUE_RETIRE_MARGIN=180 JOBQUEUE_RETIRE_STAGGER=60
 
-/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 1 --memory-limit 0.93GiB --nanny --death-timeout 60 --preload jobqueue.runtime.preload --preload-nanny jobqueue.runtime.preload
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 1 --memory-limit 0.93GiB --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker

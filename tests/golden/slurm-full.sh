@@ -18,5 +18,5 @@ export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
 
 module load python/3.11
 source ~/venv/bin/activate
-/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 120 --preload jobqueue.runtime.preload --preload-nanny jobqueue.runtime.preload --local-directory "$TMPDIR" --lifetime 55m --lifetime-stagger 5m --interface ib0
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 120 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker --local-directory "$TMPDIR" --lifetime 55m --lifetime-stagger 5m --interface ib0
 echo finished

@@ -10,4 +10,4 @@
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 7200 ))
 export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
 
-/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --no-nanny --death-timeout 60 --preload jobqueue.runtime.preload
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --no-nanny --death-timeout 60 --preload jobqueue.runtime.worker

@@ -1,6 +1,6 @@
 """Dask preload for jobqueue's workers: graceful retirement before walltime and on SIGTERM.
 
-The job script runs ``dask worker ... --preload jobqueue.runtime.preload`` and exports
+The job script runs ``dask worker ... --preload jobqueue.runtime.worker`` and exports
 
     JOBQUEUE_JOB_END        epoch seconds when the batch system will end the job
     JOBQUEUE_RETIRE_MARGIN  seconds before that end at which workers retire
