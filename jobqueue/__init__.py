@@ -1,4 +1,4 @@
-"""jobqueue: deploy Dask clusters on HPC batch systems (Slurm, and the local runner).
+"""jobqueue: deploy Dask clusters on HPC batch systems (Slurm, Grid Engine, PBS, and the local runner).
 
 >>> from jobqueue import SLURMCluster
 >>> cluster = SLURMCluster(cores=8, memory="16GB", walltime="02:00:00")  # doctest: +SKIP
@@ -13,7 +13,8 @@ from . import config  # noqa: F401  (registers the jobqueue.* config defaults)
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SLURMCluster": "cluster", "LocalCluster": "cluster", "JobQueueCluster": "cluster",
+    "SLURMCluster": "cluster", "SGECluster": "cluster", "PBSCluster": "cluster", "LocalCluster": "cluster",
+    "JobQueueCluster": "cluster",
     "JobSubmissionError": "cluster", "UnknownKeywordError": "cluster", "JobFailedError": "reports",
     "CommandError": "commands", "CommandTimeout": "commands", "JobSpec": "spec",
 }

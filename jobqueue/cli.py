@@ -7,7 +7,7 @@ import time
 
 import click
 
-CLUSTER_CLASSES = {"slurm": "SLURMCluster", "local": "LocalCluster"}
+CLUSTER_CLASSES = {"slurm": "SLURMCluster", "sge": "SGECluster", "pbs": "PBSCluster", "local": "LocalCluster"}
 
 
 def _cluster_class(system: str):
@@ -30,8 +30,11 @@ def main() -> None:
 @click.option("--walltime", help='Job time limit, e.g. "01:00:00".')
 @click.option("--queue", "-q", help="Queue / partition.")
 @click.option("--account", "-A", help="Account to charge.")
+@click.option("--project", "-P", help="Grid Engine: project (-P).")
+@click.option("--resource-spec", help='PBS/Grid Engine: -l value, e.g. "select=1:ncpus=4:mem=8GB".')
+@click.option("--parallel-environment", help='Grid Engine: parallel environment for -pe, e.g. "smp".')
 @click.option("--job-name", help='Job name (default "dask-worker").')
-@click.option("--job-cpu", type=int, help="Slurm: --cpus-per-task if different from --cores.")
+@click.option("--job-cpu", type=int, help="Slurm: --cpus-per-task; Grid Engine: -pe slots (if not --cores).")
 @click.option("--job-mem", help="Slurm: --mem value if different from --memory.")
 @click.option("--log-directory", help="Directory for the jobs' stdout/stderr files.")
 @click.option("--job-extra-directive", "job_extra_directives", multiple=True,
@@ -56,6 +59,8 @@ def script(system: str, scheduler_address: str | None, template: str | None, **o
     """Print the job script SYSTEM would run for one job, e.g.
 
         jobqueue script slurm --cores 4 --memory 8GB --walltime 01:00:00
+
+        jobqueue script pbs --cores 4 --memory 8GB --account proj
     """
     from .scripts import PLACEHOLDER_ADDRESS, render
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,10 +34,11 @@ from distributed.security import Security
 from . import config
 from .commands import CommandError
 from .scripts import PLACEHOLDER_ADDRESS, render
-from .spec import JobSpec, retirement
-from .systems import BatchSystem, LocalSystem, SlurmSystem
-from .reports import JobFailedError, JobRow, JobTable, describe_end, failure_report, summarize, tail
-from .tracker import Journal, JobTracker, TrackedJob
+from .spec import JobSpec, check_token, retirement
+from .systems import BatchSystem, JobState, LocalSystem, PBSSystem, SGESystem, SlurmSystem
+from .reports import (JobFailedError, JobRow, JobTable, describe_end, exit_code_from_logs, failure_report,
+                      summarize, tail)
+from .tracker import MISSING, Journal, JobTracker, TrackedJob
 
 logger = logging.getLogger("jobqueue")
 
@@ -251,6 +253,11 @@ class JobQueueCluster(SpecCluster):
             spec_kwargs["python"] = sys.executable
         if spec_kwargs.get("log_directory"):
             spec_kwargs["log_directory"] = os.path.abspath(os.path.expanduser(spec_kwargs["log_directory"]))
+        # system keywords JobSpec has no field for (e.g. SGE's parallel_environment) travel in extra
+        fields = {f.name for f in dataclasses.fields(JobSpec)}
+        extra = {key: spec_kwargs.pop(key) for key in [k for k in spec_kwargs if k not in fields]}
+        spec_kwargs["extra"] = {key: check_token(key, value, '"smp"')
+                                for key, value in extra.items() if value is not None}
         return JobSpec.create(**spec_kwargs)
 
     @classmethod
@@ -515,10 +522,16 @@ class JobQueueCluster(SpecCluster):
         return self._fast_poll_interval if recent else self._poll_interval
 
     async def _poll_loop(self) -> None:
+        # tick often, poll when the interval (fast right after a submission) has passed, so
+        # a job submitted during a long steady-state wait is looked at within the fast interval
+        last = time.monotonic()
         while self.status not in (Status.closing, Status.closed):
-            await asyncio.sleep(self._next_poll_interval())
+            await asyncio.sleep(min(0.25, self._fast_poll_interval))
             if self.status in (Status.closing, Status.closed):
                 return
+            if time.monotonic() - last < self._next_poll_interval():
+                continue
+            last = time.monotonic()
             try:
                 await self._poll_once()
             except Exception:  # the poller must survive anything; say what happened
@@ -586,6 +599,12 @@ class JobQueueCluster(SpecCluster):
         if tracked.exit_code is None and not tracked.workers_seen:
             with contextlib.suppress(Exception):
                 tracked.exit_code = await self._system.exit_code(tracked.job_id)
+            if tracked.exit_code is None:
+                # PBS without job history forgets it; the job script wrote it to its log
+                tracked.exit_code = exit_code_from_logs(tracked.log_paths)
+            if tracked.exit_code is not None and tracked.reason == MISSING and not tracked.cancelled_by_us:
+                tracked.state = JobState.COMPLETED if tracked.exit_code == 0 else JobState.FAILED
+                tracked.reason = ""
         del self.workers[tracked.name]
         await current.close()
         if not tracked.workers_seen:
@@ -665,6 +684,7 @@ class JobQueueCluster(SpecCluster):
         finally:
             try:
                 await self._tracker.cancel_all()  # anything the per-job close missed
+                self._tracker.mark_cancelled()
             except CommandError as exc:
                 logger.error("jobqueue: could not cancel jobs %s: %s (the watchdog will retry)",
                              " ".join(self._tracker.live_ids()), exc)
@@ -702,6 +722,40 @@ class SLURMCluster(JobQueueCluster):
     config_name = "slurm"
     system_keys = {"queue": "queue", "account": "account", "job_cpu": "job-cpu", "job_mem": "job-mem"}
     system_deprecated = {"project": "account"}
+
+
+class SGECluster(JobQueueCluster):
+    """A Dask cluster whose workers are Grid Engine jobs (keywords as dask-jobqueue's SGECluster).
+
+    ``parallel_environment`` (e.g. "smp") with ``job_cpu`` adds ``-pe <pe> <slots>``;
+    ``job_cpu`` alone uses the "smp" parallel environment.
+
+    >>> cluster = SGECluster(cores=8, memory="16GB", walltime="02:00:00", queue="all.q")  # doctest: +SKIP
+    """
+
+    system_cls = SGESystem
+    config_name = "sge"
+    system_keys = {"queue": "queue", "project": "project", "resource_spec": "resource-spec",
+                   "job_cpu": "job-cpu", "parallel_environment": "parallel-environment"}
+
+
+class PBSCluster(JobQueueCluster):
+    """A Dask cluster whose workers are PBS jobs (keywords as dask-jobqueue's PBSCluster).
+
+    >>> cluster = PBSCluster(cores=8, memory="16GB", walltime="02:00:00", account="proj")  # doctest: +SKIP
+    """
+
+    system_cls = PBSSystem
+    config_name = "pbs"
+    system_keys = {"queue": "queue", "account": "account", "resource_spec": "resource-spec"}
+    system_deprecated = {"project": "account"}
+
+    @classmethod
+    def _resolve_job_kwargs(cls, given: dict, cfg) -> dict:
+        out = super()._resolve_job_kwargs(given, cfg)
+        if not out.get("account") and os.environ.get("PBS_ACCOUNT"):
+            out["account"] = os.environ["PBS_ACCOUNT"]  # as dask-jobqueue
+        return out
 
 
 class LocalCluster(JobQueueCluster):

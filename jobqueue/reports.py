@@ -6,6 +6,7 @@ No dask imports: plain text built from TrackedJob records and log files.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -36,6 +37,20 @@ def tail(path: str, lines: int = TAIL_LINES) -> str | None:
     except OSError:
         return None
     return "\n".join(data.splitlines()[-lines:])
+
+
+_EXIT_MARK = re.compile(r"^\[jobqueue\] job script exited with code (\d+)\s*$", re.M)
+
+
+def exit_code_from_logs(paths) -> int | None:
+    """The exit code the job script's EXIT trap wrote to its log, if it did."""
+    for path in paths:
+        text = tail(path, 20)
+        if text:
+            found = _EXIT_MARK.findall(text)
+            if found:
+                return int(found[-1])
+    return None
 
 
 def describe_end(job: TrackedJob) -> str:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .commands import CommandError
 from .systems.base import BatchSystem, JobState
 from .watchdog import start_time
 
@@ -133,8 +134,20 @@ class JobTracker:
         self.commands_issued["cancel"] += 1
         for i in ids:
             self.jobs[i].cancelled_by_us = True
-        await self.system.cancel(ids)
+        try:
+            await self.system.cancel(ids)
+        except BaseException:
+            for i in ids:  # still ours to cancel: the journal (and the watchdog) keep them
+                self.jobs[i].cancelled_by_us = False
+            raise
         logger.info("cancelled job(s) %s", " ".join(ids))
+
+    def mark_cancelled(self) -> None:
+        """After the cluster closed: jobs we cancelled read "cancelled", not their last state."""
+        now = time.time()
+        for job in self.jobs.values():
+            if job.cancelled_by_us and not job.finished:
+                job.state, job.reason, job.since, job.ended_at = JobState.CANCELLED, "cluster closed", now, now
 
     async def cancel_all(self) -> None:
         await self.cancel(self.live_ids())
@@ -169,6 +182,14 @@ class JobTracker:
             if state.finished:
                 job.ended_at = now
                 ended.append(job)
+        stuck = [j for j in ended if (st := statuses.get(j.job_id)) is not None and st.stuck]
+        if stuck:
+            # e.g. Grid Engine's Eqw: the job failed but sits in the queue until deleted
+            try:
+                await self.system.cancel([j.job_id for j in stuck])
+                self.commands_issued["cancel"] += 1
+            except CommandError as exc:
+                logger.warning("could not remove failed jobs %s: %s", [j.job_id for j in stuck], exc)
         if ended:
             self._write_journal()
         return ended

@@ -1,8 +1,9 @@
 """Test set-up: batch-system fixtures that skip on a bare laptop but fail in CI.
 
-Set JOBQUEUE_TEST_REQUIRE=slurm (CI does) to turn "Slurm not available" skips into
-failures. At the end of the session the Slurm queue must hold no job this run left
-behind; if it does, they are cancelled and the run fails.
+Set JOBQUEUE_TEST_REQUIRE=slurm,sge,pbs (CI does) to turn "not available" skips into
+failures. At the end of the session the Slurm and Grid Engine queues and the PBS
+emulator must hold no job this run left behind; if they do, they are cancelled and the
+run fails.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import subprocess
 
 import dask
 import pytest
+from backends import BACKENDS, pbsemu
 from util import squeue_ids, wait_for
 
 REQUIRED = {s.strip() for s in os.environ.get("JOBQUEUE_TEST_REQUIRE", "").split(",") if s.strip()}
-_preexisting: set[str] = set()
 
 
 def slurm_unavailable() -> str | None:
@@ -38,7 +39,7 @@ def require(system: str, reason: str | None) -> None:
     if system in REQUIRED:
         pytest.fail(f"{system} is required here (JOBQUEUE_TEST_REQUIRE={os.environ['JOBQUEUE_TEST_REQUIRE']}) "
                     f"but not usable: {reason}", pytrace=False)
-    pytest.skip(f"{system} not available: {reason}. Start one with `bash ci/slurm/start.sh` (root) "
+    pytest.skip(f"{system} not available: {reason}. Start one with `bash ci/{system}/start.sh` (root) "
                 f"or set JOBQUEUE_TEST_REQUIRE={system} to make this a failure")
 
 
@@ -49,26 +50,46 @@ def slurm():
     return True
 
 
+@pytest.fixture
+def backend(request, monkeypatch):
+    """The batch system named by the test's ``system`` parameter, usable, with PATH set."""
+    b = BACKENDS[request.getfixturevalue("system")]
+    require(b.name, b.unavailable())
+    for key, value in b.environ().items():
+        if os.environ.get(key) != value:
+            monkeypatch.setenv(key, value)
+    return b
+
+
 @pytest.fixture(autouse=True)
 def _quiet_dashboard():
     # A random dashboard port so parallel clusters never fight over 8787.
-    with dask.config.set({"jobqueue.slurm.scheduler-options": {"dashboard_address": ":0"},
-                          "jobqueue.local.scheduler-options": {"dashboard_address": ":0"}}):
+    with dask.config.set({f"jobqueue.{name}.scheduler-options": {"dashboard_address": ":0"}
+                          for name in BACKENDS}):
         yield
 
 
+_preexisting_by_system: dict[str, set[str]] = {}
+
+
 def pytest_sessionstart(session):
-    if slurm_unavailable() is None:
-        _preexisting.update(squeue_ids())
+    for name in ("slurm", "sge"):
+        b = BACKENDS[name]
+        if b.unavailable() is None:
+            _preexisting_by_system[name] = b.live_ids()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if slurm_unavailable() is not None:
-        return
-    left = wait_for(lambda: not (squeue_ids() - _preexisting), timeout=30)
-    if left:
-        return
-    leftover = sorted(squeue_ids() - _preexisting)
-    subprocess.run(["scancel", *leftover], timeout=30)
-    print(f"\nERROR: the test run left Slurm jobs in the queue: {' '.join(leftover)} (cancelled now)")
-    session.exitstatus = 1
+    for name, before in _preexisting_by_system.items():
+        b = BACKENDS[name]
+        if wait_for(lambda: not (b.live_ids() - before), timeout=30):
+            continue
+        leftover = sorted(b.live_ids() - before)
+        cancel = {"slurm": ["scancel"], "sge": ["/opt/sge/bin/qdel"]}[name]
+        subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
+        print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
+        session.exitstatus = 1
+    if not wait_for(lambda: not pbsemu.live_jobs(), timeout=30):
+        print(f"\nERROR: the test run left jobs in the PBS emulator: {' '.join(pbsemu.live_jobs())}")
+        pbsemu.reset()
+        session.exitstatus = 1

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from .base import BatchSystem, Directive, JobState, JobStatus
 from .local import LocalSystem
+from .pbs import PBSSystem
+from .sge import SGESystem
 from .slurm import SlurmSystem
 
-SYSTEMS: dict[str, type[BatchSystem]] = {"slurm": SlurmSystem, "local": LocalSystem}
+# detection order: sbatch, then qsub with qconf (Grid Engine), then any other qsub (PBS)
+SYSTEMS: dict[str, type[BatchSystem]] = {
+    "slurm": SlurmSystem, "sge": SGESystem, "pbs": PBSSystem, "local": LocalSystem}
 
 
 def get_system(name: str) -> type[BatchSystem]:
@@ -24,4 +28,4 @@ def detect_system() -> str:
     return "local"
 
 
-__all__ = ["BatchSystem", "Directive", "JobState", "JobStatus", "SYSTEMS", "get_system", "detect_system"]
+__all__ = ["BatchSystem", "LocalSystem", "PBSSystem", "SGESystem", "SlurmSystem", "Directive", "JobState", "JobStatus", "SYSTEMS", "get_system", "detect_system"]

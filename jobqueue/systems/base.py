@@ -38,6 +38,8 @@ class JobStatus:
     state: JobState
     reason: str = ""
     exit_code: int | None = None
+    # over, but kept in the queue until deleted (Grid Engine's error states)
+    stuck: bool = False
 
 
 @dataclass(frozen=True)

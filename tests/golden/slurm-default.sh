@@ -6,6 +6,9 @@
 #SBATCH --mem=954M
 #SBATCH -t 00:30:00
 
+# the exit code reaches the log even where the batch system forgets it (PBS without job history)
+trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
+
 # when this job will be ended, so its workers retire (and hand their data over) in time
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 1800 ))
 export JOBQUEUE_RETIRE_MARGIN=180 JOBQUEUE_RETIRE_STAGGER=60

@@ -12,6 +12,9 @@
 #SBATCH --comment=nightly
 #SBATCH --exclusive
 
+# the exit code reaches the log even where the batch system forgets it (PBS without job history)
+trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
+
 # when this job will be ended, so its workers retire (and hand their data over) in time
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 86400 ))
 export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60

@@ -1,0 +1,226 @@
+"""PBS (OpenPBS, PBS Pro): qsub / qstat -f -F json / qdel.
+
+Directives and defaults as dask-jobqueue 0.9.0's PBSCluster: -N, -q, -A,
+-l select=1:ncpus=<cores>:mem=<memory> (or resource_spec), -l walltime, -e/-o.
+
+Status parsing is written for what real servers do (see docs/pbs.md): qstat exits 153
+for ids it no longer knows and 35 for finished jobs while history is kept, prints no
+"Jobs" key when nothing matched, types any value that looks like a number as a number,
+may emit invalid JSON (backslashes), and omits Exit_status and comment until they exist.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Sequence
+
+from ..commands import CommandError, CommandResult, run_async
+from ..spec import JobSpec
+from .base import BatchSystem, Directive, JobState, JobStatus
+
+# "1234.server", "1234[].server", "1234[5].server.example.com"; Torque-style wrappers print "1234"
+_JOB_ID = re.compile(r"^\d+(?:\[\d*\])?(?:\.[\w.-]+)?$")
+# qstat/qdel per-id errors: "qstat: Unknown Job Id 12.srv", "qstat: 12.srv Job has finished, ..."
+_UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(\S+)")
+_FINISHED = re.compile(r"(\S+) Job has finished|Job has finished (\S+)")
+
+_STATES = {
+    "Q": (JobState.PENDING, "queued"), "H": (JobState.PENDING, "held"),
+    "W": (JobState.PENDING, "waiting for its start time"), "T": (JobState.PENDING, "in transit"),
+    "S": (JobState.PENDING, "suspended"), "U": (JobState.PENDING, "suspended (workstation busy)"),
+    "M": (JobState.PENDING, "moved"),
+    "R": (JobState.RUNNING, ""), "B": (JobState.RUNNING, ""), "E": (JobState.RUNNING, "exiting"),
+    "X": (JobState.COMPLETED, ""), "F": (JobState.COMPLETED, ""), "C": (JobState.COMPLETED, ""),
+}
+
+
+def pbs_format_bytes_ceil(n: int) -> str:
+    """Bytes as PBS's mem= wants them (PBS's KB/MB/GB are binary), rounded up.
+
+    >>> pbs_format_bytes_ceil(1234567890)
+    '1178MB'
+    """
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= 10 * size:
+            return f"{math.ceil(n / size)}{unit}"
+    return f"{n}B"
+
+
+def ended_state(exit_status: Any, comment: str = "", substate: Any = None) -> tuple[JobState, int | None]:
+    """State and exit code (negative: killed by that signal) of a finished PBS job."""
+    try:
+        code = int(exit_status)
+    except (TypeError, ValueError):
+        # deleted before it ran (substate 91, no Exit_status) or history without a status
+        if str(substate) == "91" or "terminated" in comment:
+            return JobState.CANCELLED, None
+        return JobState.COMPLETED, None
+    if code == -29 or "exceeded resource walltime" in comment:
+        return JobState.TIMEOUT, code
+    if code > 256:  # 256 + signal: the job's shell was killed
+        signal = code - 256
+        if "terminated" in comment or str(substate) == "91":
+            return JobState.CANCELLED, -signal
+        return JobState.FAILED, -signal
+    if code == 0:
+        return JobState.COMPLETED, 0
+    if "terminated" in comment or str(substate) == "91":
+        return JobState.CANCELLED, code
+    return JobState.FAILED, code
+
+
+def _loads(text: str) -> dict:
+    """qstat's JSON; OpenPBS <= 23.06 escapes backslashes poorly, so retry repaired."""
+    try:
+        return json.loads(text, strict=False)
+    except ValueError:
+        repaired = re.sub(r'\\(?!["\\/bfnrtu])', r"\\\\", text)
+        return json.loads(repaired, strict=False)
+
+
+class PBSSystem(BatchSystem):
+    name = "pbs"
+    directive_prefix = "#PBS"
+    submit_command = "qsub"
+    cancel_command = "qdel"
+    status_command = "qstat"
+    template = "pbs.sh.j2"
+    job_id_env = "PBS_JOBID"
+
+    def available(self) -> bool:
+        """qsub on PATH and not Grid Engine's (which comes with qconf)."""
+        import shutil
+
+        return shutil.which("qsub") is not None and shutil.which("qconf") is None
+
+    def directives(self, spec: JobSpec) -> list[Directive]:
+        d: list[Directive] = []
+        if spec.job_name is not None:
+            d.append(Directive("-N", spec.job_name))
+        if spec.queue is not None:
+            d.append(Directive("-q", spec.queue))
+        if spec.account is not None:
+            d.append(Directive("-A", spec.account))
+        resource_spec = spec.resource_spec
+        if resource_spec is None:
+            resource_spec = f"select=1:ncpus={spec.cores}:mem={pbs_format_bytes_ceil(spec.memory)}"
+        d.append(Directive("-l", resource_spec))
+        if spec.walltime is not None:
+            d.append(Directive("-l", f"walltime={spec.walltime_hms}"))
+        if spec.log_directory is not None:
+            if re.search(r"\s", spec.log_directory):
+                raise ValueError(f"invalid log_directory={spec.log_directory!r} (PBS directives cannot hold "
+                                 "spaces); write something like log_directory=\"logs\"")
+            d.append(Directive("-e", f"{spec.log_directory}/"))
+            d.append(Directive("-o", f"{spec.log_directory}/"))
+        return d
+
+    def _skipped(self, directive: Directive, skips) -> bool:
+        # "-l walltime" names the walltime line alone, "-l select" the resource line
+        if directive.key == "-l" and directive.value:
+            sub = "-l " + re.split(r"[=:]", directive.value)[0]
+            if any(s.strip().removeprefix("#PBS").strip() == sub for s in skips):
+                return True
+        return super()._skipped(directive, skips)
+
+    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+        # -o <dir>/: PBS writes <dir>/<full job id>.OU and .ER, when the job ends
+        if spec.log_directory is None:
+            return ()
+        return (f"{spec.log_directory}/%J.OU", f"{spec.log_directory}/%J.ER")
+
+    # --- commands ------------------------------------------------------------
+    def submit_argv(self) -> list[str]:
+        return [self.submit_command]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
+        job_id = lines[-1].split()[-1] if lines else ""
+        if not _JOB_ID.match(job_id):
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
+                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
+                                      f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
+        return job_id
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
+        if result.returncode != 0:
+            # already finished (35) or purged (153) ids are not an error: they are gone
+            lines = [ln for ln in result.stderr.splitlines()
+                     if ln.strip() and "Unknown Job Id" not in ln and "Job has finished" not in ln
+                     and "nonexistent job id" not in ln and "finished array subjob" not in ln]
+            if lines:
+                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        # no -x: with job history off (the default) the server then answers nothing at all
+        return [self.status_command, "-f", "-F", "json", *job_ids]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        out: dict[str, JobStatus] = {}
+        finished = {m.group(1) or m.group(2) for m in _FINISHED.finditer(result.stderr)}
+        unknown = {m.group(1) for m in _UNKNOWN.finditer(result.stderr)}
+        text = result.stdout.strip()
+        if result.returncode not in (0, 35, 153) or (not text and not finished and not unknown
+                                                     and result.returncode != 0):
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        jobs: dict = {}
+        if text:
+            try:
+                data = _loads(text)
+            except ValueError as exc:
+                raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
+                                   reason=f"could not parse `qstat -f -F json` output ({exc})") from None
+            jobs = data.get("Jobs") or {}
+        for job_id in job_ids:
+            info = _lookup(jobs, job_id)
+            if info is not None:
+                out[job_id] = _job_status(job_id, info)
+            elif _matches(job_id, finished):
+                out[job_id] = JobStatus(job_id, JobState.COMPLETED, "")
+        return out
+
+    async def exit_code(self, job_id: str) -> int | None:
+        # only servers that keep job history can still tell
+        result = await run_async([self.status_command, "-x", "-f", "-F", "json", job_id],
+                                 timeout=self.command_timeout, check=False)
+        try:
+            info = _lookup(_loads(result.stdout).get("Jobs") or {}, job_id) if result.stdout.strip() else None
+        except ValueError:
+            return None
+        if not info:
+            return None
+        return ended_state(info.get("Exit_status"), str(info.get("comment", "")), info.get("substate"))[1]
+
+
+def _short(job_id: str) -> str:
+    return job_id.split(".")[0]
+
+
+def _matches(job_id: str, ids: set[str]) -> bool:
+    return job_id in ids or _short(job_id) in {_short(i) for i in ids}
+
+
+def _lookup(jobs: dict, job_id: str) -> dict | None:
+    if job_id in jobs:
+        return jobs[job_id]
+    for key, info in jobs.items():  # "12" submitted, "12.server" reported (or the reverse)
+        if _short(str(key)) == _short(job_id):
+            return info
+    return None
+
+
+def _job_status(job_id: str, info: dict) -> JobStatus:
+    code = str(info.get("job_state", "")).strip()
+    comment = str(info.get("comment", "") or "")
+    if code in ("F", "X") or (code == "C" and "Exit_status" in info):
+        state, exit_code = ended_state(info.get("Exit_status"), comment, info.get("substate"))
+        return JobStatus(job_id, state, "", exit_code)
+    state, reason = _STATES.get(code, (JobState.UNKNOWN, code))
+    if state == JobState.PENDING and comment and not comment.startswith("Job run at"):
+        reason = comment  # "Not Running: Insufficient amount of resource: ncpus (R: 64 A: 8 T: 8)"
+    return JobStatus(job_id, state, reason)

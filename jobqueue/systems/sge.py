@@ -1,0 +1,161 @@
+"""Grid Engine (SGE, Son of Grid Engine, UGE): qsub -terse / qstat -xml / qdel / qacct.
+
+Directives and defaults as dask-jobqueue 0.9.0's SGECluster: -N, -q, -P project,
+-l resource_spec, -l h_rt, -e/-o log directory, -cwd, -j y; plus -pe when job_cpu or
+parallel_environment asks for several slots.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Sequence
+
+from ..commands import CommandError, CommandResult, run_async
+from ..spec import JobSpec
+from .base import BatchSystem, Directive, JobState, JobStatus
+
+_SUBMITTED = re.compile(r"^(\d+)(?:\.\S+)?$")
+# "Your job 27 ("true") has been submitted" (qsub without -terse, or site wrappers)
+_SUBMITTED_LONG = re.compile(r"Your job(?:-array)? (\d+)")
+_GONE = re.compile(r'job "?\S+?"? does not exist|do(?:es)? not exist')
+
+
+def sge_state(code: str) -> tuple[JobState, str, bool]:
+    """(state, reason, stuck) for a qstat state code such as "qw", "hqw", "r", "Eqw", "dr".
+
+    "stuck" marks a job that is over but stays in the queue until it is deleted (E states).
+    """
+    if "E" in code:
+        return JobState.FAILED, f"error state ({code}); see `qstat -j <id>`", True
+    if "d" in code:  # being deleted
+        return JobState.RUNNING if ("r" in code or "t" in code) else JobState.PENDING, "deleting", False
+    if "r" in code or "t" in code or "R" in code:
+        if "s" in code or "S" in code or "T" in code:
+            return JobState.PENDING, "suspended", False
+        return JobState.RUNNING, "", False
+    if "h" in code:
+        return JobState.PENDING, "held", False
+    if "w" in code or "q" in code:
+        return JobState.PENDING, "queued", False
+    return JobState.UNKNOWN, code, False
+
+
+class SGESystem(BatchSystem):
+    name = "sge"
+    directive_prefix = "#$"
+    submit_command = "qsub"
+    cancel_command = "qdel"
+    status_command = "qstat"
+    template = "sge.sh.j2"
+    job_id_env = "JOB_ID"
+
+    def available(self) -> bool:
+        """qsub on PATH and it is Grid Engine's (qconf exists only there)."""
+        import shutil
+
+        return shutil.which("qsub") is not None and shutil.which("qconf") is not None
+
+    def directives(self, spec: JobSpec) -> list[Directive]:
+        d: list[Directive] = []
+        if spec.job_name is not None:
+            d.append(Directive("-N", spec.job_name))
+        if spec.queue is not None:
+            d.append(Directive("-q", spec.queue))
+        if spec.project is not None:
+            d.append(Directive("-P", spec.project))
+        pe = spec.extra.get("parallel_environment")
+        if pe is None and spec.job_cpu is not None:
+            pe = "smp"
+        if pe is not None:
+            d.append(Directive("-pe", f"{pe} {spec.job_cpu or spec.cores}"))
+        if spec.resource_spec is not None:
+            d.append(Directive("-l", spec.resource_spec))
+        if spec.walltime is not None:
+            d.append(Directive("-l", f"h_rt={spec.walltime_hms}"))
+        if spec.log_directory is not None:
+            if re.search(r"\s", spec.log_directory):
+                raise ValueError(f"invalid log_directory={spec.log_directory!r} (Grid Engine directives "
+                                 "cannot hold spaces); write something like log_directory=\"logs\"")
+            d.append(Directive("-e", f"{spec.log_directory}/"))
+            d.append(Directive("-o", f"{spec.log_directory}/"))
+        d.append(Directive("-cwd"))
+        d.append(Directive("-j", "y"))
+        return d
+
+    def _skipped(self, directive: Directive, skips) -> bool:
+        # "-l h_rt" names the walltime line alone, "-l" every resource line
+        if directive.key == "-l" and directive.value:
+            sub = "-l " + directive.value.split("=")[0]
+            if any(s.strip().removeprefix("#$").strip() == sub for s in skips):
+                return True
+        return super()._skipped(directive, skips)
+
+    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+        # -o <dir>/ with -j y: Grid Engine writes <dir>/<job name>.o<job id>, stderr included
+        if spec.log_directory is None:
+            return ()
+        return (f"{spec.log_directory}/{spec.job_name or 'STDIN'}.o%J",)
+
+    # --- commands ------------------------------------------------------------
+    def submit_argv(self) -> list[str]:
+        return [self.submit_command, "-terse"]
+
+    def parse_submit(self, result: CommandResult) -> str:
+        out = result.stdout.strip()
+        m = _SUBMITTED.match(out.splitlines()[0].strip()) if out else None
+        if m is None:
+            m = _SUBMITTED_LONG.search(out)
+        if m is None:
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
+                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
+                                      f"{out!r} (stderr: {result.stderr.strip()!r})")
+        return m.group(1)
+
+    async def cancel(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
+        if result.returncode != 0:
+            # qdel reports on stdout; ids that already ended are not an error
+            lines = [ln for ln in (result.stdout + "\n" + result.stderr).splitlines()
+                     if ln.strip() and ("denied" in ln or "error" in ln) and not _GONE.search(ln)]
+            if lines:
+                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
+
+    def status_argv(self, job_ids: Sequence[str]) -> list[str]:
+        # qstat cannot take a list of ids with -xml; it lists the caller's own jobs
+        return [self.status_command, "-xml"]
+
+    def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if result.returncode != 0:
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        try:
+            root = ET.fromstring(result.stdout)
+        except ET.ParseError as exc:
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
+                               reason=f"could not parse `qstat -xml` output ({exc}): "
+                                      f"{result.stdout[:200]!r}") from None
+        wanted = set(job_ids)
+        out: dict[str, JobStatus] = {}
+        for entry in root.iter("job_list"):
+            number = (entry.findtext("JB_job_number") or "").strip()
+            tasks = (entry.findtext("tasks") or "").strip()
+            state, reason, stuck = sge_state((entry.findtext("state") or "").strip())
+            for job_id in (f"{number}.{tasks}" if tasks else None, number):
+                if job_id in wanted and job_id not in out:
+                    out[job_id] = JobStatus(job_id, state, reason, stuck=stuck)
+        return out
+
+    async def exit_code(self, job_id: str) -> int | None:
+        number, _, task = job_id.partition(".")
+        argv = ["qacct", "-j", number] + (["-t", task] if task else [])
+        try:
+            result = await run_async(argv, timeout=self.command_timeout, check=False)
+        except CommandError:
+            return None
+        codes = re.findall(r"^exit_status\s+(\d+)", result.stdout, re.M)
+        if not codes:
+            return None
+        code = int(codes[-1])
+        return -(code - 128) if code > 128 else code

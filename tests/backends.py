@@ -1,0 +1,146 @@
+"""One description per batch system, so behavioural tests are written once.
+
+Each Backend says how to see the queue, kill a job from outside, hold jobs so they stay
+pending, pass an environment variable through a directive, and which submission error
+the system gives for an unknown queue. A new batch system = one more Backend here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PBS_EMULATOR_BIN = os.path.join(HERE, "pbs_emulator", "bin")
+SGE_BIN = "/opt/sge/bin"
+SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+# every test run gets its own emulated PBS server (state, spool, job ids from 0)
+os.environ.setdefault("PBSEMU_HOME", tempfile.mkdtemp(prefix="pbsemu-"))
+sys.path.insert(0, os.path.join(HERE, "pbs_emulator"))
+import pbsemu  # noqa: E402
+
+
+def _run(argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+
+
+@dataclass
+class Backend:
+    name: str
+    cluster: str                      # class name in jobqueue
+    path: str | None = None           # prepended to PATH while the test runs
+    env: dict = field(default_factory=dict)
+    hold: tuple[str, ...] = ()        # job_extra_directives that keep a job pending
+    hold_reason: str = ""             # the reason the cluster then shows
+    bad_queue: str | None = None      # a queue name the system rejects at submission
+    bad_queue_message: str = ""       # ... and a piece of its own error message
+    env_directive: str | None = None  # directive exporting {var}={value} into the job
+
+    @property
+    def cls(self):
+        import jobqueue
+
+        return getattr(jobqueue, self.cluster)
+
+    def environ(self) -> dict:
+        env = dict(os.environ)
+        env.update(self.env)
+        if self.path:
+            env["PATH"] = f"{self.path}:{env['PATH']}"
+        return env
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def live_ids(self) -> set[str]:
+        raise NotImplementedError
+
+    def alive(self, ids) -> set[str]:
+        """Which of ids are still queued or running."""
+        return set(ids) & self.live_ids()
+
+    def kill(self, job_id: str) -> None:
+        raise NotImplementedError
+
+
+class Slurm(Backend):
+    def unavailable(self):
+        if not shutil.which("sbatch"):
+            return "sbatch is not on PATH (start one with `bash ci/slurm/start.sh`)"
+        out = _run(["scontrol", "ping"])
+        if "UP" not in out.stdout:
+            return f"slurmctld does not answer `scontrol ping`: {out.stdout.strip()} {out.stderr.strip()}"
+        return None
+
+    def live_ids(self):
+        out = _run(["squeue", "-h", "-o", "%i"])
+        return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+    def kill(self, job_id):
+        _run(["scancel", job_id], check=True)
+
+
+class SGE(Backend):
+    def unavailable(self):
+        if not os.path.exists(os.path.join(SGE_BIN, "qsub")):
+            return f"{SGE_BIN}/qsub not found (start Grid Engine with `bash ci/sge/start.sh`)"
+        out = _run([os.path.join(SGE_BIN, "qstat")], env=self.environ())
+        if out.returncode != 0:
+            return f"Grid Engine's qmaster does not answer: {out.stderr.strip()}"
+        return None
+
+    def live_ids(self):
+        out = _run([os.path.join(SGE_BIN, "qstat")], env=self.environ())
+        return {m.group(1) for m in re.finditer(r"^\s*(\d+)\s", out.stdout, re.M)}
+
+    def kill(self, job_id):
+        _run([os.path.join(SGE_BIN, "qdel"), job_id], env=self.environ(), check=True)
+
+
+class PBS(Backend):
+    def live_ids(self):
+        return set(pbsemu.live_jobs())
+
+    def kill(self, job_id):
+        pbsemu.lose(job_id)  # a node failure: the job and its processes vanish
+
+
+class Local(Backend):
+    def live_ids(self):
+        return set()  # local jobs are process groups: see alive()
+
+    def alive(self, ids):
+        out = set()
+        for job_id in ids:
+            try:
+                os.killpg(int(job_id), 0)
+                out.add(job_id)
+            except ProcessLookupError:
+                pass
+        return out
+
+    def kill(self, job_id):
+        os.killpg(int(job_id), signal.SIGKILL)
+
+
+BACKENDS: dict[str, Backend] = {
+    "slurm": Slurm("slurm", "SLURMCluster", hold=("--begin=now+600",), hold_reason="BeginTime",
+                   bad_queue="nosuchpartition", bad_queue_message="invalid partition",
+                   env_directive="--export=ALL,{var}={value}"),
+    "sge": SGE("sge", "SGECluster", path=SGE_BIN, env=SGE_ENV, hold=("-h",), hold_reason="held",
+               bad_queue="nosuch.q", bad_queue_message='unknown queue "nosuch.q"',
+               env_directive="-v {var}={value}"),
+    "pbs": PBS("pbs", "PBSCluster", path=PBS_EMULATOR_BIN, env={"PBSEMU_HOME": os.environ["PBSEMU_HOME"]},
+               hold=("-h",), hold_reason="held", bad_queue="nosuch", bad_queue_message="Unknown queue",
+               env_directive="-v {var}={value}"),
+    "local": Local("local", "LocalCluster"),
+}
+BATCH = ["slurm", "sge", "pbs"]
+ALL = BATCH + ["local"]
