@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from click.testing import CliRunner
 
 from jobqueue.cli import main
@@ -42,3 +44,35 @@ def test_demo_on_the_local_system():
     assert "computed on the cluster: 20540 (expected 20540)" in out.stdout
     assert "lists none of them as queued or running any more" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("system,args,expected", [
+    ("sge", ["--cores", "4", "--memory", "8GB", "--walltime", "01:00:00", "--project", "p1", "--queue", "all.q"],
+     ["#$ -N dask-worker", "#$ -q all.q", "#$ -P p1", "#$ -l h_rt=01:00:00", "#$ -cwd", "#$ -j y"]),
+    ("sge", ["--cores", "4", "--memory", "8GB", "--job-cpu", "4", "--parallel-environment", "mpi"],
+     ["#$ -pe mpi 4"]),
+    ("pbs", ["--cores", "4", "--memory", "8GB", "--account", "proj", "--queue", "workq"],
+     ["#PBS -N dask-worker", "#PBS -q workq", "#PBS -A proj", "#PBS -l select=1:ncpus=4:mem=7630MB",
+      "#PBS -l walltime=00:30:00"]),
+    ("pbs", ["--cores", "2", "--memory", "2GB", "--resource-spec", "select=1:ncpus=2:mem=2gb"],
+     ["#PBS -l select=1:ncpus=2:mem=2gb"]),
+])
+def test_script_for_sge_and_pbs(system, args, expected):
+    from click.testing import CliRunner
+
+    from jobqueue.cli import main
+
+    result = CliRunner().invoke(main, ["script", system, *args])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for line in expected:
+        assert line in lines, (line, result.output)
+
+
+def test_script_rejects_a_keyword_the_system_does_not_have():
+    from click.testing import CliRunner
+
+    from jobqueue.cli import main
+
+    result = CliRunner().invoke(main, ["script", "sge", "--cores", "1", "--memory", "1GB", "--account", "x"])
+    assert result.exit_code == 2 and "unexpected keyword argument 'account'" in result.output

@@ -11,7 +11,8 @@ from distributed import Client
 
 from jobqueue import LocalCluster, SLURMCluster
 from jobqueue.reports import JobFailedError
-from util import squeue_ids, squeue_state, wait_for
+from backends import ALL
+from util import squeue_ids, wait_for
 
 slurm = pytest.mark.usefixtures("slurm")
 CLUSTERS = {"slurm": SLURMCluster, "local": LocalCluster}
@@ -127,16 +128,17 @@ def test_status_commands_do_not_grow_with_the_number_of_jobs(tmp_path, monkeypat
 OWNER = r'''
 import sys, time
 import dask
-from jobqueue import LocalCluster, SLURMCluster
-dask.config.set({"jobqueue.slurm.scheduler-options": {"dashboard_address": ":0"},
-                 "jobqueue.local.scheduler-options": {"dashboard_address": ":0"}})
-cls = {"slurm": SLURMCluster, "local": LocalCluster}[sys.argv[1]]
+import jobqueue
+dask.config.set({f"jobqueue.{n}.scheduler-options": {"dashboard_address": ":0"}
+                 for n in ("slurm", "sge", "pbs", "local")})
+cls = getattr(jobqueue, sys.argv[2])
 running = cls(cores=1, memory="1GB", processes=1)
 running.scale(jobs=2)
 running.wait_for_workers(2, timeout=120)
 ids = list(running.job_ids)
-if sys.argv[1] == "slurm":
-    pending = cls(cores=1, memory="1GB", processes=1, job_extra_directives=["--begin=now+600"])
+hold = sys.argv[3:]
+if hold:
+    pending = cls(cores=1, memory="1GB", processes=1, job_extra_directives=hold)
     pending.scale(jobs=2)
     while len(pending.job_ids) < 2:
         time.sleep(0.1)
@@ -146,34 +148,25 @@ time.sleep(600)
 '''
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
-
-@pytest.mark.parametrize("system", ["slurm", "local"])
-def test_sigkill_of_owner_leaves_no_job(request, system, tmp_path):
-    _system(request, system)
-    proc = subprocess.Popen([sys.executable, "-c", OWNER, system], stdout=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+@pytest.mark.parametrize("system", ALL)
+def test_sigkill_of_owner_leaves_no_job(system, backend, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, system, backend.cluster, *backend.hold],
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY"), line
         ids = line.split()[1:]
+        assert len(ids) == (4 if backend.hold else 2)
+        assert backend.alive(ids) == set(ids)
         proc.kill()
         proc.wait()
         t0 = time.monotonic()
-        if system == "slurm":
-            assert len(ids) == 4 and any(squeue_state(i) == "PENDING" for i in ids)
-            gone = wait_for(lambda: not (set(ids) & squeue_ids()), 30)
-        else:
-            gone = wait_for(lambda: not any(_alive(int(i)) for i in ids), 30)
+        gone = wait_for(lambda: not backend.alive(ids), 30)
         elapsed = time.monotonic() - t0
-        assert gone, f"jobs {ids} outlived their owner"
-        print(f"\n[measure] {system}: queue empty {elapsed:.1f} s after SIGKILL of the owner")
+        assert gone, f"jobs {backend.alive(ids)} outlived their owner"
+        print(f"\n[measure] {system}: queue empty {elapsed:.1f} s after SIGKILL of the owner "
+              f"({len(ids)} jobs, {len(ids) - 2} of them pending)")
     finally:
         if proc.poll() is None:
             proc.kill()

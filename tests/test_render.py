@@ -8,7 +8,7 @@ import pytest
 
 from jobqueue.scripts import render, shell_word
 from jobqueue.spec import JobSpec
-from jobqueue.systems import LocalSystem, SlurmSystem
+from jobqueue.systems import LocalSystem, PBSSystem, SGESystem, SlurmSystem
 
 GOLDEN = Path(__file__).parent / "golden"
 ADDR = "tcp://10.0.0.1:8786"
@@ -27,8 +27,19 @@ CASES = {
                        job_directives_skip=["--mem", "-n 1"],
                        job_extra_directives=["--mem-per-cpu=2G", "-n 10"], job_cpu=8, nanny=False),
     "local-default": dict(cores=2, memory="4GB", processes=1),
+    "sge-default": dict(cores=1, memory="1GB", walltime="00:30:00"),
+    "sge-full": dict(cores=8, memory="16GB", processes=2, walltime="02:00:00", queue="all.q", project="proj42",
+                     resource_spec="h_vmem=8G,mem_free=8G", job_cpu=8, log_directory="/scratch/logs",
+                     job_extra_directives=["-V", "#$ -m n"], job_directives_skip=["-j"],
+                     job_script_prologue=["module load python"]),
+    "pbs-default": dict(cores=1, memory="1GB", walltime="00:30:00"),
+    "pbs-full": dict(cores=8, memory="16GB", processes=2, walltime="1-00:00:00", queue="workq", account="proj42",
+                     log_directory="/scratch/logs", job_extra_directives=["-V", "#PBS -m n"],
+                     job_directives_skip=["-l walltime"], job_script_prologue=["cd $PBS_O_WORKDIR"]),
+    "pbs-resource-spec": dict(cores=4, memory="8GB", resource_spec="select=2:ncpus=4:mem=8GB:mpiprocs=4",
+                              walltime="01:00:00"),
 }
-SYSTEMS = {"slurm": SlurmSystem, "local": LocalSystem}
+SYSTEMS = {"slurm": SlurmSystem, "local": LocalSystem, "sge": SGESystem, "pbs": PBSSystem}
 
 
 def _render(case, **kw):

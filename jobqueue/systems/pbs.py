@@ -11,9 +11,12 @@ may emit invalid JSON (backslashes), and omits Exit_status and comment until the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
+import tempfile
 from typing import Any, Sequence
 
 from ..commands import CommandError, CommandResult, run_async
@@ -25,6 +28,8 @@ _JOB_ID = re.compile(r"^\d+(?:\[\d*\])?(?:\.[\w.-]+)?$")
 # qstat/qdel per-id errors: "qstat: Unknown Job Id 12.srv", "qstat: 12.srv Job has finished, ..."
 _UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(\S+)")
 _FINISHED = re.compile(r"(\S+) Job has finished|Job has finished (\S+)")
+
+_HISTORY = "finished (kept in job history)"
 
 _STATES = {
     "Q": (JobState.PENDING, "queued"), "H": (JobState.PENDING, "held"),
@@ -135,6 +140,19 @@ class PBSSystem(BatchSystem):
     def submit_argv(self) -> list[str]:
         return [self.submit_command]
 
+    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
+        # from a file, not stdin: Torque-style qsubs (e.g. Slurm's wrapper) cannot read stdin,
+        # and the job name is then ours, not "STDIN". qsub copies the script; the file goes.
+        fd, path = tempfile.mkstemp(prefix="jobqueue-", suffix=".sh")  # owner-only (0600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            result = await run_async([*self.submit_argv(), path], timeout=self.command_timeout)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return self.parse_submit(result)
+
     def parse_submit(self, result: CommandResult) -> str:
         lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
         job_id = lines[-1].split()[-1] if lines else ""
@@ -181,10 +199,60 @@ class PBSSystem(BatchSystem):
             if info is not None:
                 out[job_id] = _job_status(job_id, info)
             elif _matches(job_id, finished):
-                out[job_id] = JobStatus(job_id, JobState.COMPLETED, "")
+                out[job_id] = JobStatus(job_id, JobState.COMPLETED, _HISTORY)
+        return out
+
+    # "openpbs" until a qstat rejects -F json; then the Torque table ("torque")
+    flavour: str = "openpbs"
+
+    async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        if not job_ids:
+            return {}
+        if self.flavour == "torque":
+            return await self._torque_status(job_ids)
+        try:
+            out = await super().status(job_ids)
+        except CommandError as exc:
+            if exc.returncode == 2 and re.search(r"Unknown option|invalid option|illegal option", exc.stderr or "",
+                                                 re.I):
+                self.flavour = "torque"  # Torque, or Slurm's Torque wrapper: no JSON, no history
+                return await self._torque_status(job_ids)
+            raise
+        ended = [i for i, st in out.items() if st.state.finished and st.reason == _HISTORY]
+        if ended:
+            # qstat said "Job has finished" (history is on): one more call, with -x, tells how
+            result = await run_async([self.status_command, "-x", "-f", "-F", "json", *ended],
+                                     timeout=self.command_timeout, check=False)
+            try:
+                jobs = (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
+            except ValueError:
+                jobs = {}
+            for job_id in ended:
+                info = _lookup(jobs, job_id)
+                out[job_id] = _job_status(job_id, info) if info else JobStatus(job_id, JobState.COMPLETED)
+        return out
+
+    async def _torque_status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Plain `qstat <ids>`: the state letter is the fifth column; 153 when none is known."""
+        result = await run_async([self.status_command, *job_ids], timeout=self.command_timeout, check=False)
+        if result.returncode not in (0, 153) and not result.stdout.strip():
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        out: dict[str, JobStatus] = {}
+        rows = {}
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[0][:1].isdigit():
+                rows[parts[0]] = parts[-2] if len(parts[-2]) == 1 else parts[4]
+        for job_id in job_ids:
+            letter = rows.get(job_id) or next((v for k, v in rows.items() if _short(k) == _short(job_id)), None)
+            if letter is not None:
+                state, reason = _STATES.get(letter, (JobState.UNKNOWN, letter))
+                out[job_id] = JobStatus(job_id, state, reason)
         return out
 
     async def exit_code(self, job_id: str) -> int | None:
+        if self.flavour == "torque":
+            return None
         # only servers that keep job history can still tell
         result = await run_async([self.status_command, "-x", "-f", "-F", "json", job_id],
                                  timeout=self.command_timeout, check=False)

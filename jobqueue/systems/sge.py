@@ -30,9 +30,9 @@ def sge_state(code: str) -> tuple[JobState, str, bool]:
         return JobState.FAILED, f"error state ({code}); see `qstat -j <id>`", True
     if "d" in code:  # being deleted
         return JobState.RUNNING if ("r" in code or "t" in code) else JobState.PENDING, "deleting", False
+    if "s" in code or "S" in code or "T" in code:
+        return JobState.PENDING, "suspended", False
     if "r" in code or "t" in code or "R" in code:
-        if "s" in code or "S" in code or "T" in code:
-            return JobState.PENDING, "suspended", False
         return JobState.RUNNING, "", False
     if "h" in code:
         return JobState.PENDING, "held", False

@@ -470,7 +470,7 @@ def _out_path(value: str | None, cwd: str, host: str, name: str, seq: int, kind:
 # ------------------------------------------------------------------ running a job (§8.2)
 def _deliver(job: dict, job_id: str, spool_out: str, spool_err: str) -> None:
     join = job.get("Join_Path", "n")
-    seq = seq_of(job_id)
+    seq = re.match(r"\d+", job_id).group()
     idx = job.get("array_index")
 
     def target(attr: str, suffix: str) -> str:

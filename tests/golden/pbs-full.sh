@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+
+#PBS -N dask-worker
+#PBS -q workq
+#PBS -A proj42
+#PBS -l select=1:ncpus=8:mem=15GB
+#PBS -e /scratch/logs/
+#PBS -o /scratch/logs/
+#PBS -V
+#PBS -m n
+
+# the exit code reaches the log even where the batch system forgets it (PBS without job history)
+trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
+
+# when this job will be ended, so its workers retire (and hand their data over) in time
+export JOBQUEUE_JOB_END=$(( $(date +%s) + 86400 ))
+export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
+
+cd $PBS_O_WORKDIR
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker

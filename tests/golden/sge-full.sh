@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+
+#$ -N dask-worker
+#$ -q all.q
+#$ -P proj42
+#$ -pe smp 8
+#$ -l h_vmem=8G,mem_free=8G
+#$ -l h_rt=02:00:00
+#$ -e /scratch/logs/
+#$ -o /scratch/logs/
+#$ -cwd
+#$ -V
+#$ -m n
+
+# the exit code reaches the log even where the batch system forgets it (PBS without job history)
+trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
+
+# when this job will be ended, so its workers retire (and hand their data over) in time
+export JOBQUEUE_JOB_END=$(( $(date +%s) + 7200 ))
+export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
+
+module load python
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker
