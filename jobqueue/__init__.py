@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "SLURMCluster": "cluster", "SGECluster": "cluster", "PBSCluster": "cluster", "LocalCluster": "cluster",
-    "JobQueueCluster": "cluster",
+    "JobQueueCluster": "cluster", "connect": "cluster",
     "JobSubmissionError": "cluster", "UnknownKeywordError": "cluster", "JobFailedError": "reports",
     "CommandError": "commands", "CommandTimeout": "commands", "JobSpec": "spec",
 }

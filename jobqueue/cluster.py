@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import json
 import logging
 import math
 import os
@@ -178,15 +179,16 @@ class JobQueueCluster(SpecCluster):
             shared_temp_directory = cfg("shared-temp-directory")
         self.shared_temp_directory = shared_temp_directory
 
-        if security is True:
-            security = Security.temporary()
-        elif security is False:
-            security = None
+        security = _resolve_security(security, protocol, cls_name)
         if protocol is None and security is not None:
             protocol = "tls://"
         self._cluster_id = f"{type(self).__name__}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._state_dir = os.path.expanduser(dask.config.get("jobqueue.state-directory", "~/.jobqueue"))
         self._run_dir = os.path.join(self._state_dir, "clusters", self._cluster_id)
+        os.makedirs(self._state_dir, mode=0o700, exist_ok=True)
+        for d in (os.path.dirname(self._run_dir), self._run_dir):
+            _private_dir(d)
+        self._scheduler_files: list[str] = []
         if not job_kwargs.get("log_directory") and not cfg("log-directory"):
             # keep every job's output even when the user chose no log directory
             job_kwargs["log_directory"] = os.path.join(self._run_dir, "logs")
@@ -298,8 +300,26 @@ class JobQueueCluster(SpecCluster):
             out["nanny"] = True
         return out
 
+    def _credential_file(self, role: str, key: str, value: str) -> str:
+        """A PEM held in memory, written to an owner-only file compute nodes can read.
+
+        The directory is 0700 and the file 0600, under the home directory by default
+        (``shared_temp_directory`` or ``jobqueue.credentials-directory`` to change it);
+        the credentials never appear in a job script or on a command line."""
+        if self._secrets_dir is None:
+            base = (self.shared_temp_directory or dask.config.get("jobqueue.credentials-directory", None)
+                    or self._run_dir)
+            base = os.path.expanduser(os.path.expandvars(base))
+            os.makedirs(base, mode=0o700, exist_ok=True)
+            self._secrets_dir = tempfile.mkdtemp(prefix="credentials-", dir=base)  # 0700
+        path = os.path.join(self._secrets_dir, f"{role}-{key}.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        return path
+
     def _worker_security_args(self, security: Security | None) -> list[str]:
-        """--tls-* arguments; in-memory credentials are written to owner-only files."""
+        """--tls-* arguments naming credential files (in-memory PEMs are written to files)."""
         if security is None:
             return []
         args: list[str] = []
@@ -307,18 +327,30 @@ class JobQueueCluster(SpecCluster):
             if key == "ciphers" or value is None:
                 continue
             if "\n" in value:
-                if self._secrets_dir is None:
-                    base = self.shared_temp_directory or os.path.join(os.path.expanduser("~"), ".jobqueue")
-                    base = os.path.expanduser(os.path.expandvars(base))
-                    os.makedirs(base, mode=0o700, exist_ok=True)
-                    self._secrets_dir = tempfile.mkdtemp(prefix="credentials-", dir=base)
-                path = os.path.join(self._secrets_dir, f"worker-{key}.pem")
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(value)
-                value = path
+                value = self._credential_file("worker", key, value)
             args += ["--tls-" + key.replace("_", "-"), value]
         return args
+
+    def write_scheduler_file(self, path: str) -> str:
+        """Write an owner-only file another client (e.g. Jupyter on another node) can
+        connect with, security included: ``jobqueue.connect(path)``. Removed on close."""
+        info: dict[str, Any] = {"type": "Scheduler", "address": self.scheduler_address,
+                                "id": self._cluster_id}
+        if self.security is not None and self.security.require_encryption:
+            tls = {}
+            for key, value in self.security.get_tls_config_for_role("client").items():
+                if key == "ciphers" or value is None:
+                    continue
+                tls[key] = self._credential_file("client", key, value) if "\n" in value else value
+            info["security"] = {"tls_ca_file": tls.get("ca_file"), "tls_client_cert": tls.get("cert"),
+                                "tls_client_key": tls.get("key"), "require_encryption": True}
+        path = os.path.abspath(os.path.expanduser(path))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when the file existed with wider permissions
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=1)
+        self._scheduler_files.append(path)
+        return path
 
     # --- what a dask-jobqueue user reads --------------------------------------
     @property
@@ -693,6 +725,51 @@ class JobQueueCluster(SpecCluster):
             if self._secrets_dir:
                 shutil.rmtree(self._secrets_dir, ignore_errors=True)
                 self._secrets_dir = None
+            for path in self._scheduler_files:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            self._scheduler_files = []
+
+
+def _resolve_security(security: Security | bool | None, protocol: str | None, cls_name: str) -> Security | None:
+    """TLS with fresh per-cluster credentials unless the user opts out or brings their own."""
+    if security is None:
+        security = dask.config.get("jobqueue.security", True)
+    if security is None or security is True:
+        if protocol is not None and not protocol.startswith("tls"):
+            warnings.warn(f"{cls_name}(protocol={protocol!r}) turns TLS off: any user who can reach the "
+                          "scheduler's port can run code as you. Write security=False to say so explicitly, "
+                          "or drop protocol= to keep TLS.", UserWarning, stacklevel=3)
+            return None
+        return Security.temporary()  # a fresh CA, certificate and key for this cluster alone
+    if security is False:
+        warnings.warn(f"{cls_name}(security=False): the scheduler accepts plain TCP connections, so any "
+                      "user who can reach its port (e.g. anyone on this login node) can run code as you.",
+                      UserWarning, stacklevel=3)
+        return None
+    if not isinstance(security, Security):
+        raise ValueError(f"invalid security={security!r}; write security=True (the default: TLS with "
+                         "per-cluster credentials), security=False, or a distributed.security.Security")
+    return security
+
+
+def _private_dir(path: str) -> None:
+    """Create ``path`` owner-only (0700), or tighten a directory we created earlier."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+
+
+def connect(scheduler_file: str, **client_kwargs: Any):
+    """A Client for the cluster that wrote ``scheduler_file`` (``write_scheduler_file``),
+    with the TLS credentials the file names."""
+    from distributed import Client
+
+    with open(os.path.expanduser(scheduler_file)) as f:
+        info = json.load(f)
+    security = Security(**info["security"]) if info.get("security") else None
+    return Client(info["address"], security=security, **client_kwargs)
 
 
 def _prune_old_runs(clusters_dir: str, max_age_days: float = 14) -> None:

@@ -1,0 +1,123 @@
+"""Secure by default: TLS with per-cluster credentials on every batch system, private files."""
+
+import glob
+import os
+import stat
+import subprocess
+import sys
+import warnings
+
+import pytest
+from distributed import Client
+from distributed.security import Security
+
+from backends import ALL
+from jobqueue import LocalCluster, connect
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+STRANGER = r"""
+import sys
+from distributed import Client
+from distributed.security import Security
+security = Security.temporary() if sys.argv[2] == "other-credentials" else None
+with Client(sys.argv[1], security=security, timeout=5) as c:
+    print("RAN", c.submit(lambda: 1).result(timeout=5))
+"""
+
+
+def _refused(address, how="none"):
+    """True if a stranger's process (another user on the login node) cannot run a task."""
+    try:
+        out = subprocess.run([sys.executable, "-c", STRANGER, address, how], capture_output=True, text=True,
+                             timeout=30)
+    except subprocess.TimeoutExpired:
+        return True  # hung in the handshake: it got nothing
+    return "RAN" not in out.stdout and out.returncode != 0
+
+
+def _cmdlines():
+    out = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                out.append(f.read().decode(errors="replace"))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("system", ALL)
+def test_tls_by_default_and_strangers_are_refused(system, backend):
+    with backend.cls(cores=1, memory="1GB", processes=1) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        script = cluster.job_script()
+        assert "BEGIN" not in script and "PRIVATE KEY" not in script  # files, never inline
+        cluster.scale(jobs=1)
+        with Client(cluster) as client:  # the owner needs no extra step
+            client.wait_for_workers(1, timeout=120)
+            assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
+            future = client.submit(lambda x: x * 3, 14)
+            # while the owner computes: no credentials, plain TCP, or another cluster's credentials
+            assert _refused(cluster.scheduler_address)
+            assert _refused(cluster.scheduler_address.replace("tls://", "tcp://"))
+            assert _refused(cluster.scheduler_address, "other-credentials")
+            assert future.result() == 42
+            assert not any("PRIVATE KEY" in c or "BEGIN CERTIFICATE" in c for c in _cmdlines())
+            secrets = cluster._secrets_dir
+            assert _mode(secrets) == 0o700
+            files = os.listdir(secrets)
+            assert {"worker-ca_file.pem", "worker-cert.pem", "worker-key.pem"} <= set(files)
+            assert all(_mode(os.path.join(secrets, f)) == 0o600 for f in files)
+            assert _mode(cluster.job_spec.log_directory) == 0o700
+    assert not os.path.exists(secrets), "credentials left behind after close"
+
+
+def test_scheduler_file_carries_security_and_is_private(tmp_path):
+    with LocalCluster(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=1)
+        path = str(tmp_path / "scheduler.json")
+        open(path, "w").close()
+        os.chmod(path, 0o644)  # an old file with wide permissions is tightened
+        cluster.write_scheduler_file(path)
+        assert _mode(path) == 0o600
+        with connect(path) as other:  # e.g. Jupyter on another node
+            other.wait_for_workers(1, timeout=60)
+            assert other.submit(lambda: 5).result() == 5
+        with open(path) as f:
+            assert "tls_client_key" in f.read()
+    assert not os.path.exists(path)
+
+
+def test_security_false_warns_and_uses_plain_tcp():
+    with pytest.warns(UserWarning, match="any user who can reach its port"):
+        cluster = LocalCluster(cores=1, memory="1GB", processes=1, security=False)
+    with cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        assert "--tls" not in cluster.job_script()
+        cluster.scale(jobs=1)
+        with Client(cluster) as client:
+            assert client.submit(lambda: 2).result() == 2
+            # the control for the refusal tests: without TLS, a stranger does run code
+            assert not _refused(cluster.scheduler_address)
+
+
+def test_users_own_security_is_honoured(tmp_path):
+    own = Security.temporary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: TLS stays on
+        cluster = LocalCluster(cores=1, memory="1GB", processes=1, security=own)
+    with cluster:
+        assert cluster.security is own
+        cluster.scale(jobs=1)
+        with Client(cluster.scheduler_address, security=own) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda: 9).result() == 9
+
+
+def test_invalid_security_rejected_before_anything_starts():
+    with pytest.raises(ValueError, match="security=True"):
+        LocalCluster(cores=1, memory="1GB", security="yes")
