@@ -55,14 +55,28 @@ def main() -> None:
 @click.option("--template", help="A Jinja2 template file to render instead of ours.")
 @click.option("--scheduler-address", default=None,
               help="Address the workers connect to (default: a placeholder).")
-def script(system: str, scheduler_address: str | None, template: str | None, **options) -> None:
+@click.option("--job-nodes", type=int, help="Slurm: nodes per job; cores/memory/processes are per node.")
+@click.option("--mpi", is_flag=True, default=False,
+              help="Print a batch script that runs COMMAND (-- python analysis.py) with scheduler, client "
+                   "and workers inside one allocation (the mpirun bootstrap).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def script(system: str, scheduler_address: str | None, template: str | None, mpi: bool, command: tuple,
+           **options) -> None:
     """Print the job script SYSTEM would run for one job, e.g.
 
         jobqueue script slurm --cores 4 --memory 8GB --walltime 01:00:00
 
         jobqueue script pbs --cores 4 --memory 8GB --account proj
+
+    or, with --mpi, a batch script to submit from the login node that runs your
+    analysis with its own Dask cluster inside the allocation:
+
+        jobqueue script slurm --mpi --cores 2 --memory 4GB --processes 2 -- python analysis.py
     """
-    from .scripts import PLACEHOLDER_ADDRESS, render
+    from .scripts import PLACEHOLDER_ADDRESS, render, render_mpi
+
+    if command and not mpi:
+        raise click.UsageError(f"unexpected arguments {' '.join(command)!r}; a command after -- needs --mpi")
 
     cls = _cluster_class(system)
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
@@ -73,8 +87,11 @@ def script(system: str, scheduler_address: str | None, template: str | None, **o
             from . import config
 
             template = config.get(cls.config_name, "template")
-        text = render(spec, cls.system_cls(), scheduler_address=scheduler_address or PLACEHOLDER_ADDRESS,
-                      template=template)
+        if mpi:
+            text = render_mpi(spec, cls.system_cls(), command, template=template)
+        else:
+            text = render(spec, cls.system_cls(), scheduler_address=scheduler_address or PLACEHOLDER_ADDRESS,
+                          template=template)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(text, nl=False)
@@ -196,3 +213,20 @@ def _slow_square(x: int) -> int:
 
 if __name__ == "__main__":
     main()
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []}, add_help_option=False)
+@click.pass_context
+def mpi(ctx: click.Context) -> None:
+    """Dask across MPI ranks: scheduler on rank 0, workers on the rest (as dask-mpi).
+
+        mpirun -n 8 jobqueue mpi --scheduler-file sched.json
+
+        srun jobqueue mpi --no-scheduler --scheduler-file sched.json   # workers only
+
+    Options: jobqueue mpi --help.
+    """
+    from .runtime.mpi import main as mpi_main
+
+    raise SystemExit(mpi_main(list(ctx.args)))

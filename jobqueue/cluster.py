@@ -224,10 +224,10 @@ class JobQueueCluster(SpecCluster):
         if "host" not in options and "interface" not in options:
             options["interface"] = interface
         worker: dict[str, Any] = {"cls": job_cls or self.job_cls,
-                                  "options": {"context": self._context, "cores": spec.cores,
-                                              "memory": spec.memory}}
-        if spec.processes > 1:
-            worker["group"] = [f"-{i}" for i in range(spec.processes)]
+                                  "options": {"context": self._context, "cores": spec.cores * spec.job_nodes,
+                                              "memory": spec.memory * spec.job_nodes}}
+        if spec.workers_per_job > 1:
+            worker["group"] = [f"-{i}" for i in range(spec.workers_per_job)]
         super().__init__(scheduler={"cls": scheduler_cls, "options": options}, worker=worker,
                          loop=loop, security=security, silence_logs=silence_logs,
                          asynchronous=asynchronous, name=name)
@@ -344,6 +344,13 @@ class JobQueueCluster(SpecCluster):
                 tls[key] = self._credential_file("client", key, value) if "\n" in value else value
             info["security"] = {"tls_ca_file": tls.get("ca_file"), "tls_client_cert": tls.get("cert"),
                                 "tls_client_key": tls.get("key"), "require_encryption": True}
+            # for workers that join by this file (jobqueue mpi --no-scheduler --scheduler-file ...)
+            args = self._context.extra_worker_args
+            worker = {args[i][len("--tls-"):].replace("-", "_"): args[i + 1]
+                      for i in range(0, len(args) - 1, 2) if args[i].startswith("--tls-")}
+            if worker:
+                info["worker_security"] = {"tls_ca_file": worker.get("ca_file"), "tls_worker_cert": worker.get("cert"),
+                                           "tls_worker_key": worker.get("key")}
         path = os.path.abspath(os.path.expanduser(path))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # also when the file existed with wider permissions
@@ -401,11 +408,11 @@ class JobQueueCluster(SpecCluster):
         """Scale to ``n`` workers, or ``jobs`` jobs, or enough jobs for ``memory`` / ``cores``."""
         spec = self._context.spec
         if n is not None:
-            jobs = max(jobs, math.ceil(n / spec.processes))
+            jobs = max(jobs, math.ceil(n / spec.workers_per_job))
         if memory is not None:
-            jobs = max(jobs, math.ceil(parse_bytes(memory) / spec.memory))
+            jobs = max(jobs, math.ceil(parse_bytes(memory) / (spec.memory * spec.job_nodes)))
         if cores is not None:
-            jobs = max(jobs, math.ceil(cores / spec.cores))
+            jobs = max(jobs, math.ceil(cores / (spec.cores * spec.job_nodes)))
         if jobs and self.status not in (Status.closing, Status.closed) and not self._system.available():
             raise RuntimeError(
                 f"cannot submit {self._system.name} jobs: `{self._system.submit_command}` is not on PATH "
@@ -427,7 +434,7 @@ class JobQueueCluster(SpecCluster):
 
     def adapt(self, *args, minimum_jobs: int | None = None, maximum_jobs: int | None = None, **kwargs):
         """Scale with load between ``minimum_jobs`` and ``maximum_jobs`` (or workers, as in Dask)."""
-        processes = self._context.spec.processes
+        processes = self._context.spec.workers_per_job
         if minimum_jobs is not None:
             kwargs["minimum"] = minimum_jobs * processes
         if maximum_jobs is not None:
@@ -482,7 +489,7 @@ class JobQueueCluster(SpecCluster):
         """Workers the current jobs could still bring (submission not failed)."""
         if self._gave_up:
             return 0
-        processes = self._context.spec.processes
+        processes = self._context.spec.workers_per_job
         ok = sum(1 for name in self.worker_spec
                  if name not in self.workers or self.workers[name].status != Status.failed)
         return ok * processes
@@ -797,7 +804,8 @@ class SLURMCluster(JobQueueCluster):
 
     system_cls = SlurmSystem
     config_name = "slurm"
-    system_keys = {"queue": "queue", "account": "account", "job_cpu": "job-cpu", "job_mem": "job-mem"}
+    system_keys = {"queue": "queue", "account": "account", "job_cpu": "job-cpu", "job_mem": "job-mem",
+                   "job_nodes": "job-nodes"}
     system_deprecated = {"project": "account"}
 
 

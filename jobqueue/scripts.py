@@ -24,6 +24,7 @@ _PLAIN = re.compile(r"^[A-Za-z0-9_./:=@%+,-]+$")
 _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
 RUNTIME_PRELOAD = "jobqueue.runtime.worker"
+MPI_RUNTIME = "jobqueue.runtime.mpi"
 
 
 def shell_word(value: object) -> str:
@@ -50,13 +51,28 @@ def _number(value: float) -> str:
 
 def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
                 extra_args: Sequence[str] = ()) -> list[str]:
-    """The worker command of one job, as words (dask-jobqueue 0.9.0's order)."""
-    argv = [spec.python, "-m", spec.worker_command, scheduler_address,
-            "--name", worker_name,
-            "--nthreads", str(spec.threads_per_process),
-            "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
+    """The worker command of one job, as words (dask-jobqueue 0.9.0's order).
+
+    A job spanning several nodes (``job_nodes``) starts one task per worker through the
+    system's parallel launcher (srun), each in jobqueue's workers-only MPI mode, which
+    names its worker ``<name>-<rank>`` and runs ``dask worker`` with the same options."""
+    multi = spec.job_nodes > 1
+    if multi:
+        if spec.worker_command != "distributed.cli.dask_worker":
+            raise ValueError(f"invalid worker_command={spec.worker_command!r} with job_nodes={spec.job_nodes} "
+                             "(multi-node jobs start dask workers); write worker_command="
+                             "\"distributed.cli.dask_worker\" or job_nodes=1")
+        argv = [spec.python, "-m", MPI_RUNTIME, "--no-scheduler", "--scheduler-address", scheduler_address,
+                "--name", worker_name, "--",
+                "--nthreads", str(spec.threads_per_process),
+                "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
+    else:
+        argv = [spec.python, "-m", spec.worker_command, scheduler_address,
+                "--name", worker_name,
+                "--nthreads", str(spec.threads_per_process),
+                "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
     if spec.worker_command == "distributed.cli.dask_worker":
-        if spec.processes > 1:
+        if spec.processes > 1 and not multi:
             argv += ["--nworkers", str(spec.processes)]
         argv.append("--nanny" if spec.nanny else "--no-nanny")
     if spec.death_timeout is not None:
@@ -102,11 +118,47 @@ def load_template(system: BatchSystem, template: str | None = None) -> jinja2.Te
     return _environment(os.path.dirname(path)).get_template(os.path.basename(path))
 
 
+def render_mpi(spec: JobSpec, system: BatchSystem, command: Sequence[str], template: str | None = None) -> str:
+    """A batch script that runs ``command`` (``python analysis.py ...``) with the mpirun
+    bootstrap: scheduler on rank 0, the script as the client on rank 1, workers on the
+    other ranks, all inside one allocation. The script's exit code is the job's."""
+    import dataclasses
+
+    if not command:
+        raise ValueError("no command: write e.g. jobqueue script slurm --mpi ... -- python analysis.py")
+    words = list(command)
+    interpreter = spec.python
+    if os.path.basename(words[0]).startswith("python"):
+        first = words.pop(0)
+        if os.sep in first:
+            interpreter = first  # an explicit interpreter path; jobqueue must be installed there
+    if not words or not words[0].endswith(".py"):
+        raise ValueError(f"invalid command {' '.join(command)!r}: the bootstrap runs a Python script; "
+                         "write e.g. -- python analysis.py [arguments]")
+    launcher = system.mpi_launcher(spec)
+    workers = spec.workers_per_job
+    tasks = workers + 2  # + the scheduler and the client
+    spec = dataclasses.replace(spec, extra={**spec.extra, "mpi_tasks": tasks}, python=interpreter)
+    argv = [interpreter, "-m", MPI_RUNTIME, "--nthreads", str(spec.threads_per_process),
+            "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
+    # workers run without a nanny, as dask-mpi's: the launcher owns the processes
+    if spec.interface is not None:
+        argv += ["--interface", spec.interface]
+    if spec.local_directory is not None:
+        argv += ["--local-directory", spec.local_directory]
+    argv += ["--script", *words]
+    return _render(spec, system, launcher + argv, argv, template or "mpi.sh.j2")
+
+
 def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACEHOLDER_ADDRESS,
            worker_name: str = "dummy-name", template: str | None = None,
            extra_worker_args: Iterable[str] = ()) -> str:
     """The complete job script for one job of ``spec`` on ``system``."""
     argv = worker_argv(spec, scheduler_address, worker_name, list(extra_worker_args))
+    return _render(spec, system, system.parallel_launcher(spec) + argv, argv, template)
+
+
+def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[str], template: str | None) -> str:
     margin, stagger = retirement(spec.walltime) if spec.walltime else (0, 0)
     context = {
         "shebang": spec.shebang,
@@ -116,12 +168,15 @@ def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACE
         "prologue": list(spec.job_script_prologue),
         "epilogue": list(spec.job_script_epilogue),
         "worker_argv": argv,
-        "worker_command": " ".join(shell_word(a) for a in argv),
+        "worker_command": " ".join(shell_word(a) for a in command),
+        "system_template": system.template,
         "job_name": spec.job_name,
         "spec": spec,
         "system": system.name,
     }
     try:
+        if template == "mpi.sh.j2":
+            return _environment(None).get_template(template).render(context)
         return load_template(system, template).render(context)
     except jinja2.TemplateError as exc:
         where = f" in {template}" if template else ""

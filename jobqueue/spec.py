@@ -175,6 +175,7 @@ class JobSpec:
     resource_spec: str | None = None
     job_cpu: int | None = None
     job_mem: str | None = None
+    job_nodes: int = 1
     job_extra_directives: tuple[str, ...] = ()
     job_directives_skip: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
@@ -214,6 +215,8 @@ class JobSpec:
                            f"must divide cores={cores_n} evenly; divisors are {divisors}")
         wall = None if walltime in (None, "") else parse_walltime(walltime)
         job_cpu_n = None if job_cpu is None else _int_at_least("job_cpu", job_cpu, 1, "8")
+        if kwargs.get("job_nodes") is not None:
+            kwargs["job_nodes"] = _int_at_least("job_nodes", kwargs["job_nodes"], 1, "4")
         if job_mem is not None:
             job_mem = check_token("job_mem", job_mem, '"16G"')
         for key in ("job_name", "queue", "account", "project"):
@@ -240,6 +243,11 @@ class JobSpec:
         kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("job_name",)}
         return cls(cores=cores_n, memory=memory_b, processes=processes_n, walltime=wall,
                    job_cpu=job_cpu_n, job_mem=job_mem, **kwargs)
+
+    @property
+    def workers_per_job(self) -> int:
+        """Dask workers one job brings: processes on each of its nodes."""
+        return self.processes * self.job_nodes
 
     @property
     def threads_per_process(self) -> int:

@@ -94,6 +94,17 @@ class BatchSystem:
                 return True
         return False
 
+    def parallel_launcher(self, spec: JobSpec) -> list[str]:
+        """argv prefix that starts one task per worker of a multi-node job."""
+        if spec.job_nodes > 1:
+            raise ValueError(f"invalid job_nodes={spec.job_nodes} ({self.name} jobs span one node here); "
+                             "write job_nodes=1, or use SLURMCluster for multi-node jobs")
+        return []
+
+    def mpi_launcher(self, spec: JobSpec) -> list[str]:
+        """argv prefix that starts the bootstrap on every rank of an MPI batch script."""
+        raise ValueError(f"--mpi scripts are not available for {self.name} yet; use slurm")
+
     def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
         """Where a job writes stdout and stderr, with %J standing for the job id."""
         if spec.log_directory is None:

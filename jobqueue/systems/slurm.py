@@ -61,12 +61,33 @@ class SlurmSystem(BatchSystem):
             d.append(Directive("-p", spec.queue))
         if spec.account is not None:
             d.append(Directive("-A", spec.account))
-        d.append(Directive("-n", "1"))
-        d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.cores), "="))
+        if spec.extra.get("mpi_tasks"):
+            # the bootstrap: scheduler + client + workers as tasks of one srun
+            if spec.job_nodes > 1:
+                d.append(Directive("-N", str(spec.job_nodes)))
+            d.append(Directive("-n", str(spec.extra["mpi_tasks"])))
+            d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.threads_per_process), "="))
+        elif spec.job_nodes > 1:
+            # one task per worker on each node, started by srun in the job script
+            d.append(Directive("-N", str(spec.job_nodes)))
+            d.append(Directive("--ntasks-per-node", str(spec.processes), "="))
+            d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.threads_per_process), "="))
+        else:
+            d.append(Directive("-n", "1"))
+            d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.cores), "="))
         d.append(Directive("--mem", spec.job_mem or slurm_format_bytes_ceil(spec.memory), "="))
         if spec.walltime is not None:
             d.append(Directive("-t", spec.walltime_hms))
         return d
+
+    def parallel_launcher(self, spec: JobSpec) -> list[str]:
+        # a worker task that dies must not take the other nodes' workers with it
+        return ["srun", "--kill-on-bad-exit=0"] if spec.job_nodes > 1 else []
+
+    def mpi_launcher(self, spec: JobSpec) -> list[str]:
+        # no --kill-on-bad-exit: the bootstrap ends every rank itself, and srun then
+        # returns the client's own exit code instead of the signal it killed the others with
+        return ["srun"]
 
     def submit_argv(self) -> list[str]:
         return [self.submit_command, "--parsable"]
