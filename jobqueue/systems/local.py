@@ -13,11 +13,15 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Sequence
 
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
+
+
+_START_LOCK = threading.Lock()
 
 
 class LocalSystem(BatchSystem):
@@ -46,6 +50,12 @@ class LocalSystem(BatchSystem):
         return self._dir
 
     def _start(self, script: str, log_paths: Sequence[str]) -> str:
+        # one at a time: a child forked by a parallel submission would inherit this
+        # script's still-open write descriptor, and exec'ing it would fail (ETXTBSY)
+        with _START_LOCK:
+            return self._start_locked(script, log_paths)
+
+    def _start_locked(self, script: str, log_paths: Sequence[str]) -> str:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".sh", dir=self.directory)
         with os.fdopen(fd, "w") as f:
             f.write(script)
