@@ -77,6 +77,7 @@ _CLUSTER_KEYS = {
     "n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs", "name",
     "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls",
     "interface", "protocol", "config_name", "template", "max_start_failures", "poll_interval",
+    "max_jobs", "max_pending_jobs",
 }
 
 
@@ -89,6 +90,18 @@ class _JobContext:
     tracker: JobTracker
     template: str | None
     extra_worker_args: tuple[str, ...]
+    max_jobs: int | None = None
+    max_pending_jobs: int | None = None
+    # jobs held back by max_jobs / max_pending_jobs, in the order they were asked for
+    waiting: list = dataclasses.field(default_factory=list)
+    in_flight: int = 0  # submissions started but not yet answered (they count as pending)
+
+    def may_submit(self) -> bool:
+        live = [j for j in self.tracker.jobs.values() if not j.finished and not j.cancelled_by_us]
+        if self.max_jobs is not None and len(live) + self.in_flight >= self.max_jobs:
+            return False
+        pending = sum(1 for j in live if j.state in (JobState.PENDING, JobState.UNKNOWN)) + self.in_flight
+        return self.max_pending_jobs is None or pending < self.max_pending_jobs
 
 
 class Job(ProcessInterface):
@@ -113,6 +126,18 @@ class Job(ProcessInterface):
 
     async def start(self) -> None:
         c = self._context
+        if c.waiting or not c.may_submit():
+            # over max_jobs / max_pending_jobs: wait for a turn; the cluster's poll loop
+            # submits waiting jobs in order as running jobs end or pending ones start
+            c.waiting.append(self)
+            await super().start()
+            return
+        await self.submit()
+        await super().start()
+
+    async def submit(self) -> None:
+        c = self._context
+        c.in_flight += 1
         try:
             script = self.job_script()
             self.job_id = await c.tracker.submit(script, str(self.name), c.system.log_paths(c.spec))
@@ -120,9 +145,16 @@ class Job(ProcessInterface):
             self.status = Status.failed
             self.error = JobSubmissionError(c.system.name, str(self.name), exc)
             raise self.error from exc
-        await super().start()
+        finally:
+            c.in_flight -= 1
+
+    @property
+    def waiting(self) -> bool:
+        return self in self._context.waiting
 
     async def close(self) -> None:
+        if self in self._context.waiting:
+            self._context.waiting.remove(self)
         if self.job_id is not None:
             try:
                 await self._context.tracker.cancel([self.job_id])
@@ -153,7 +185,8 @@ class JobQueueCluster(SpecCluster):
                  scheduler_cls: type = Scheduler, interface: str | None = None,
                  protocol: str | None = None, config_name: str | None = None,
                  template: str | None = None, max_start_failures: int | None = None,
-                 poll_interval: float | str | None = None, **job_kwargs: Any):
+                 poll_interval: float | str | None = None, max_jobs: int | None = None,
+                 max_pending_jobs: int | None = None, **job_kwargs: Any):
         self.status = Status.created
         cls_name = type(self).__name__
         if dashboard_address is not None:
@@ -212,7 +245,18 @@ class JobQueueCluster(SpecCluster):
         self._status_errors = 0
         self.replacements: list[dict] = []
         extra_args = self._worker_security_args(security)
-        self._context = _JobContext(spec, self._system, self._tracker, template, tuple(extra_args))
+        limits = {}
+        for key in ("max_jobs", "max_pending_jobs"):
+            value = {"max_jobs": max_jobs, "max_pending_jobs": max_pending_jobs}[key]
+            if value is None:
+                value = cfg(key.replace("_", "-"))
+            if value is not None:
+                if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+                    raise ValueError(f"invalid {key}={value!r} (a whole number of jobs, at least 1); "
+                                     f"write something like {key}=50, or leave it out for no limit")
+                value = int(value)
+            limits[key] = value
+        self._context = _JobContext(spec, self._system, self._tracker, template, tuple(extra_args), **limits)
         render(spec, self._system, template=template, extra_worker_args=extra_args)  # fail now, not per job
 
         if spec.log_directory:
@@ -556,6 +600,8 @@ class JobQueueCluster(SpecCluster):
         Cluster._update_worker_status(self, op, msg)
 
     def _next_poll_interval(self) -> float:
+        if self._context.waiting:
+            return self._fast_poll_interval  # a job may start at any moment and free a turn
         now = time.time()
         recent = any(now - j.since < 60 for j in self._tracker.jobs.values() if not j.finished)
         return self._fast_poll_interval if recent else self._poll_interval
@@ -593,6 +639,19 @@ class JobQueueCluster(SpecCluster):
         changed = self._replace_before_walltime() or changed
         if changed and self.status == Status.running:
             await self._correct_state()
+        await self._submit_waiting()
+
+    async def _submit_waiting(self) -> None:
+        """Jobs held back by max_jobs / max_pending_jobs get their turn, in order."""
+        c = self._context
+        while c.waiting and c.may_submit() and self.status == Status.running:
+            job = c.waiting.pop(0)
+            try:
+                await job.submit()
+            except JobSubmissionError as exc:
+                self._failures.append(exc)
+                logger.error("jobqueue: %s", exc)
+                break
 
     def _replace_before_walltime(self) -> bool:
         """Submit a job's replacement before its workers retire at the walltime, so the
@@ -693,10 +752,19 @@ class JobQueueCluster(SpecCluster):
 
     def __repr__(self) -> str:
         text = super().__repr__()
-        return f"{text[:-1]}, jobs: {summarize(self._tracker.jobs.values())})" if text.endswith(")") else text
+        return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
+
+    def _jobs_summary(self) -> str:
+        text = summarize(self._tracker.jobs.values())
+        waiting = len(self._context.waiting)
+        if waiting:
+            limits = ", ".join(f"{k}={v}" for k, v in (("max_jobs", self._context.max_jobs),
+                                                       ("max_pending_jobs", self._context.max_pending_jobs)) if v)
+            text = ("" if text.startswith("none") else text + ", ") + f"{waiting} waiting ({limits})"
+        return text
 
     def _repr_html_(self, cluster_status=None) -> str:
-        status = f"<p><b>Jobs:</b> {summarize(self._tracker.jobs.values())}</p>"
+        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
         return super()._repr_html_(cluster_status=(cluster_status or "") + status)
 
     # --- shutdown ---------------------------------------------------------------

@@ -115,3 +115,44 @@ def test_job_lost_from_outside_is_replaced(system, backend):
             assert wait_for(lambda: len(client.scheduler_info()["workers"]) == 2
                             and len(cluster.job_ids) == 2, 120)
             assert client.submit(lambda: 7).result() == 7
+
+
+@pytest.mark.parametrize("system", ALL)
+def test_max_pending_jobs_never_exceeded_and_the_rest_wait_their_turn(system, backend):
+    with backend.cls(cores=1, memory="1GB", processes=1, max_pending_jobs=1) as cluster:
+        cluster.scale(jobs=3)
+        with Client(cluster) as client:
+            most_pending = 0
+            deadline = time.monotonic() + 120
+            while len(client.scheduler_info()["workers"]) < 3 and time.monotonic() < deadline:
+                pending = sum(1 for j in cluster.tracker.jobs.values() if j.state.value == "pending")
+                most_pending = max(most_pending, pending)
+                time.sleep(0.05)
+            assert len(client.scheduler_info()["workers"]) == 3, repr(cluster)
+            assert most_pending <= 1
+            assert len(cluster.tracker.jobs) == 3 and cluster.tracker.commands_issued["submit"] == 3
+
+
+@pytest.mark.parametrize("system", BATCH)
+def test_max_jobs_holds_the_rest_back(system, backend):
+    with backend.cls(cores=1, memory="1GB", processes=1, max_jobs=2,
+                     job_extra_directives=list(backend.hold)) as cluster:
+        cluster.scale(jobs=5)
+        assert wait_for(lambda: len(cluster.job_ids) == 2, 30)
+        time.sleep(2)
+        assert len(cluster.tracker.jobs) == 2, "more jobs submitted than max_jobs"
+        assert "3 waiting (max_jobs=2)" in repr(cluster), repr(cluster)
+        ids = list(cluster.job_ids)
+        assert backend.alive(ids) == set(ids)
+        cluster.scale(jobs=1)  # the waiting ones go first, then one queued job
+        assert wait_for(lambda: len(cluster.job_ids) == 1 and "waiting" not in repr(cluster), 30), repr(cluster)
+    assert wait_for(lambda: not backend.alive(ids), 30)
+
+
+def test_invalid_limits_are_rejected_before_anything_starts():
+    from jobqueue import LocalCluster
+
+    with pytest.raises(ValueError, match="max_jobs=50"):
+        LocalCluster(cores=1, memory="1GB", max_jobs=0)
+    with pytest.raises(ValueError, match="max_pending_jobs"):
+        LocalCluster(cores=1, memory="1GB", max_pending_jobs="many")
