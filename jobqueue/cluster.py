@@ -77,7 +77,7 @@ _CLUSTER_KEYS = {
     "n_workers", "job_cls", "loop", "security", "shared_temp_directory", "silence_logs", "name",
     "asynchronous", "dashboard_address", "host", "scheduler_options", "scheduler_cls",
     "interface", "protocol", "config_name", "template", "max_start_failures", "poll_interval",
-    "max_jobs", "max_pending_jobs",
+    "max_jobs", "max_pending_jobs", "job_array",
 }
 
 
@@ -95,6 +95,9 @@ class _JobContext:
     # jobs held back by max_jobs / max_pending_jobs, in the order they were asked for
     waiting: list = dataclasses.field(default_factory=list)
     in_flight: int = 0  # submissions started but not yet answered (they count as pending)
+    job_array: bool = True  # k jobs asked for at once go in one array submission
+    batch: list = dataclasses.field(default_factory=list)  # (job, future) waiting to be submitted together
+    batch_task: Any = None
 
     def may_submit(self) -> bool:
         live = [j for j in self.tracker.jobs.values() if not j.finished and not j.cancelled_by_us]
@@ -132,12 +135,22 @@ class Job(ProcessInterface):
             c.waiting.append(self)
             await super().start()
             return
-        await self.submit()
+        if c.job_array and c.system.supports_arrays:
+            await self._submit_batched()
+        else:
+            await self.submit()
         await super().start()
 
     async def submit(self) -> None:
         c = self._context
         c.in_flight += 1
+        try:
+            await self._submit_one()
+        finally:
+            c.in_flight -= 1
+
+    async def _submit_one(self) -> None:
+        c = self._context
         try:
             script = self.job_script()
             self.job_id = await c.tracker.submit(script, str(self.name), c.system.log_paths(c.spec))
@@ -145,8 +158,22 @@ class Job(ProcessInterface):
             self.status = Status.failed
             self.error = JobSubmissionError(c.system.name, str(self.name), exc)
             raise self.error from exc
-        finally:
-            c.in_flight -= 1
+
+    async def _submit_batched(self) -> None:
+        """Join the jobs being started in this same moment (one scale() call): they go
+        to the batch system as one array job, one submission command for all."""
+        c = self._context
+        future = asyncio.get_running_loop().create_future()
+        c.batch.append((self, future))
+        c.in_flight += 1
+        if c.batch_task is None:
+            c.batch_task = asyncio.ensure_future(_flush_batch(c))
+        await future
+
+    def _fail(self, exc: Exception) -> JobSubmissionError:
+        self.status = Status.failed
+        self.error = JobSubmissionError(self._context.system.name, str(self.name), exc)
+        return self.error
 
     @property
     def waiting(self) -> bool:
@@ -164,6 +191,38 @@ class Job(ProcessInterface):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} job_id={self.job_id} status={self.status.name}>"
+
+
+async def _flush_batch(c: _JobContext) -> None:
+    for _ in range(3):  # let every start() of this scale() join the batch
+        await asyncio.sleep(0)
+    batch, c.batch, c.batch_task = c.batch, [], None
+    try:
+        if len(batch) == 1:
+            job, future = batch[0]
+            await job._submit_one()
+            future.set_result(None)
+            return
+        jobs = [job for job, _ in batch]
+        names = [str(job.name) for job in jobs]
+        try:
+            script = render(c.spec, c.system, scheduler_address=jobs[0].scheduler_address or PLACEHOLDER_ADDRESS,
+                            template=c.template, extra_worker_args=c.extra_worker_args, array_names=names)
+            ids = await c.tracker.submit_array(script, names, c.system.array_log_paths(c.spec))
+        except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
+            for job, future in batch:
+                if not future.done():
+                    future.set_exception(job._fail(exc))
+            return
+        for (job, future), job_id in zip(batch, ids):
+            job.job_id = job_id
+            future.set_result(None)
+    except Exception as exc:  # noqa: BLE001
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+    finally:
+        c.in_flight -= len(batch)
 
 
 class JobQueueCluster(SpecCluster):
@@ -186,7 +245,7 @@ class JobQueueCluster(SpecCluster):
                  protocol: str | None = None, config_name: str | None = None,
                  template: str | None = None, max_start_failures: int | None = None,
                  poll_interval: float | str | None = None, max_jobs: int | None = None,
-                 max_pending_jobs: int | None = None, **job_kwargs: Any):
+                 max_pending_jobs: int | None = None, job_array: bool | None = None, **job_kwargs: Any):
         self.status = Status.created
         cls_name = type(self).__name__
         if dashboard_address is not None:
@@ -256,7 +315,10 @@ class JobQueueCluster(SpecCluster):
                                      f"write something like {key}=50, or leave it out for no limit")
                 value = int(value)
             limits[key] = value
-        self._context = _JobContext(spec, self._system, self._tracker, template, tuple(extra_args), **limits)
+        if job_array is None:
+            job_array = cfg("job-array", True)
+        self._context = _JobContext(spec, self._system, self._tracker, template, tuple(extra_args), **limits,
+                                    job_array=bool(job_array))
         render(spec, self._system, template=template, extra_worker_args=extra_args)  # fail now, not per job
 
         if spec.log_directory:

@@ -152,19 +152,29 @@ def render_mpi(spec: JobSpec, system: BatchSystem, command: Sequence[str], templ
 
 def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACEHOLDER_ADDRESS,
            worker_name: str = "dummy-name", template: str | None = None,
-           extra_worker_args: Iterable[str] = ()) -> str:
-    """The complete job script for one job of ``spec`` on ``system``."""
+           extra_worker_args: Iterable[str] = (), array_names: Sequence[str] = ()) -> str:
+    """The complete job script for one job of ``spec`` on ``system``, or with
+    ``array_names`` for a job array whose element i runs the worker named array_names[i]."""
+    if array_names:
+        worker_name = "$JOBQUEUE_WORKER_NAME"
+        for name in array_names:
+            if not re.fullmatch(r"[\w.+-]+", str(name)):
+                raise ValueError(f"invalid worker name {name!r} for a job array; use letters, digits, _ . + -")
     argv = worker_argv(spec, scheduler_address, worker_name, list(extra_worker_args))
-    return _render(spec, system, system.parallel_launcher(spec) + argv, argv, template)
+    return _render(spec, system, system.parallel_launcher(spec) + argv, argv, template, list(array_names))
 
 
-def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[str], template: str | None) -> str:
+def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[str], template: str | None,
+            array_names: list[str] | None = None) -> str:
     margin, stagger = retirement(spec.walltime) if spec.walltime else (0, 0)
     context = {
         "shebang": spec.shebang,
         "retire_margin": margin,
         "retire_stagger": stagger,
-        "directives": system.header(spec),
+        "directives": system.array_header(spec, len(array_names)) if array_names else system.header(spec),
+        "array_names": array_names or [],
+        "array_index_env": system.array_index_env,
+        "array_first_index": system.array_first_index,
         "prologue": list(spec.job_script_prologue),
         "epilogue": list(spec.job_script_epilogue),
         "worker_argv": argv,

@@ -122,6 +122,21 @@ class JobTracker:
         logger.info("submitted job %s for worker %s", job_id, name)
         return job_id
 
+    async def submit_array(self, script: str, names: Sequence[str], log_paths: tuple[str, ...] = ()) -> list[str]:
+        """Submit one array job whose element i runs worker names[i]; each element is
+        tracked (and cancelled) as a job of its own. Returns the element ids."""
+        self.commands_issued["submit"] += 1
+        array_id = await self.system.submit(script, log_paths)
+        ids = self.system.array_element_ids(array_id, len(names))
+        for job_id, name in zip(ids, names):
+            self.jobs[job_id] = TrackedJob(job_id, name,
+                                           log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+        self._write_journal()
+        if self.journal is not None and self.watchdog is None:
+            self.watchdog = self.journal.start_watchdog()
+        logger.info("submitted array job %s: elements %s for workers %s", array_id, " ".join(ids), " ".join(names))
+        return ids
+
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel ``job_ids`` with one command; already finished jobs are no error.
 

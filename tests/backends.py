@@ -80,7 +80,7 @@ class Slurm(Backend):
         return None
 
     def live_ids(self):
-        out = _run(["squeue", "-h", "-o", "%i"])
+        out = _run(["squeue", "-h", "-r", "-o", "%i"])
         return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
     def kill(self, job_id):
@@ -97,8 +97,18 @@ class SGE(Backend):
         return None
 
     def live_ids(self):
-        out = _run([os.path.join(SGE_BIN, "qstat")], env=self.environ())
-        return {m.group(1) for m in re.finditer(r"^\s*(\d+)\s", out.stdout, re.M)}
+        """Job numbers, and "<number>.<task>" for every array task (pending ranges expanded)."""
+        import xml.etree.ElementTree as ET
+
+        from jobqueue.systems.sge import _task_ids
+
+        out = _run([os.path.join(SGE_BIN, "qstat"), "-xml"], env=self.environ())
+        ids = set()
+        for entry in ET.fromstring(out.stdout).iter("job_list"):
+            number = (entry.findtext("JB_job_number") or "").strip()
+            ids.add(number)
+            ids.update(f"{number}.{t}" for t in _task_ids((entry.findtext("tasks") or "").strip()))
+        return ids
 
     def kill(self, job_id):
         _run([os.path.join(SGE_BIN, "qdel"), job_id], env=self.environ(), check=True)

@@ -156,3 +156,34 @@ def test_invalid_limits_are_rejected_before_anything_starts():
         LocalCluster(cores=1, memory="1GB", max_jobs=0)
     with pytest.raises(ValueError, match="max_pending_jobs"):
         LocalCluster(cores=1, memory="1GB", max_pending_jobs="many")
+
+
+@pytest.mark.parametrize("system", BATCH)
+def test_jobs_asked_for_together_go_as_one_array(system, backend):
+    with backend.cls(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=4)
+        with Client(cluster) as client:
+            client.wait_for_workers(4, timeout=120)
+            ids = list(cluster.job_ids)
+            assert cluster.tracker.commands_issued["submit"] == 1  # one sbatch/qsub for four jobs
+            assert len(set(ids)) == 4 and backend.alive(ids) == set(ids)
+            assert len({i.replace("[", "_").replace(".", "_").split("_")[0] for i in ids}) == 1  # one array
+            names = sorted(w["name"] for w in client.scheduler_info()["workers"].values())
+            assert names == sorted(cluster.worker_spec)  # unique, stable names: one per element
+            assert client.submit(lambda x: x + 1, 1).result() == 2
+            cluster.scale(jobs=2)  # elements are cancelled one by one; the others keep running
+            assert wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
+            removed = set(ids) - set(cluster.job_ids)
+            assert len(removed) == 2
+            assert wait_for(lambda: not backend.alive(removed), 60)
+            assert backend.alive(cluster.job_ids) == set(cluster.job_ids)
+            assert client.submit(lambda x: x + 1, 2).result() == 3
+
+
+@pytest.mark.parametrize("system", ["slurm", "local"])
+def test_job_array_can_be_turned_off(system, backend):
+    with backend.cls(cores=1, memory="1GB", processes=1, job_array=False) as cluster:
+        cluster.scale(jobs=3)
+        cluster.wait_for_workers(3, timeout=120)
+        assert cluster.tracker.commands_issued["submit"] == 3
+        assert all("_" not in i for i in cluster.job_ids)

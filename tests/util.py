@@ -17,13 +17,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.2):
 
 
 def squeue_ids() -> set[str]:
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
     return {line.strip() for line in out.stdout.splitlines() if line.strip()}
 
 
 def squeue_state(job_id: str) -> str:
     """Slurm's state word for job_id ('' once squeue no longer lists it)."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", job_id, "-o", "%T"],
                          capture_output=True, text=True, timeout=30)
     return out.stdout.strip()
 

@@ -101,6 +101,28 @@ class BatchSystem:
                              "write job_nodes=1, or use SLURMCluster for multi-node jobs")
         return []
 
+    # --- job arrays: one submission for k jobs, each element tracked and cancelled alone
+    array_index_env: ClassVar[str] = ""   # the element's index inside the job
+    array_first_index: ClassVar[int] = 0
+
+    @property
+    def supports_arrays(self) -> bool:
+        return bool(self.array_index_env)
+
+    def array_directive(self, n: int) -> Directive:
+        raise NotImplementedError
+
+    def array_element_ids(self, array_id: str, n: int) -> list[str]:
+        raise NotImplementedError
+
+    def array_header(self, spec: JobSpec, n: int) -> list[str]:
+        """Directive lines of an n-element array job (the normal header plus the array request)."""
+        return self.header(spec) + [f"{self.directive_prefix} {self.array_directive(n).text}"]
+
+    def array_log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+        """Like log_paths, %J standing for the element's id."""
+        return self.log_paths(spec)
+
     def mpi_launcher(self, spec: JobSpec) -> list[str]:
         """argv prefix that starts the bootstrap on every rank of an MPI batch script."""
         raise ValueError(f"--mpi scripts are not available for {self.name} yet; use slurm")

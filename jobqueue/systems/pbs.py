@@ -122,6 +122,20 @@ class PBSSystem(BatchSystem):
             d.append(Directive("-o", f"{spec.log_directory}/"))
         return d
 
+    array_index_env = "PBS_ARRAY_INDEX"
+
+    @property
+    def supports_arrays(self) -> bool:
+        return self.flavour != "torque"  # Torque's -t arrays differ; submit one by one there
+
+    def array_directive(self, n: int) -> Directive:
+        return Directive("-J", f"0-{n - 1}")  # PBS wants X < Y: arrays of 2 or more
+
+    def array_element_ids(self, array_id: str, n: int) -> list[str]:
+        head, _, server = array_id.partition(".")
+        number = head.split("[")[0]
+        return [f"{number}[{i}]" + (f".{server}" if server else "") for i in range(n)]
+
     def _skipped(self, directive: Directive, skips) -> bool:
         # "-l walltime" names the walltime line alone, "-l select" the resource line
         if directive.key == "-l" and directive.value:

@@ -21,6 +21,17 @@ _SUBMITTED_LONG = re.compile(r"Your job(?:-array)? (\d+)")
 _GONE = re.compile(r'job "?\S+?"? does not exist|do(?:es)? not exist')
 
 
+def _task_ids(tasks: str) -> list[int]:
+    """Grid Engine task lists: "3", "1-5:2", "1,3", "2-4:1,7"."""
+    out: list[int] = []
+    for part in filter(None, tasks.split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if m:
+            first, last, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+            out.extend(range(first, last + 1, step))
+    return out
+
+
 def sge_state(code: str) -> tuple[JobState, str, bool]:
     """(state, reason, stuck) for a qstat state code such as "qw", "hqw", "r", "Eqw", "dr".
 
@@ -83,6 +94,15 @@ class SGESystem(BatchSystem):
         d.append(Directive("-j", "y"))
         return d
 
+    array_index_env = "SGE_TASK_ID"
+    array_first_index = 1  # Grid Engine's task ids start at 1
+
+    def array_directive(self, n: int) -> Directive:
+        return Directive("-t", f"1-{n}")
+
+    def array_element_ids(self, array_id: str, n: int) -> list[str]:
+        return [f"{array_id}.{i}" for i in range(1, n + 1)]
+
     def _skipped(self, directive: Directive, skips) -> bool:
         # "-l h_rt" names the walltime line alone, "-l" every resource line
         if directive.key == "-l" and directive.value:
@@ -142,7 +162,7 @@ class SGESystem(BatchSystem):
             number = (entry.findtext("JB_job_number") or "").strip()
             tasks = (entry.findtext("tasks") or "").strip()
             state, reason, stuck = sge_state((entry.findtext("state") or "").strip())
-            for job_id in (f"{number}.{tasks}" if tasks else None, number):
+            for job_id in [f"{number}.{t}" for t in _task_ids(tasks)] + [number]:
                 if job_id in wanted and job_id not in out:
                     out[job_id] = JobStatus(job_id, state, reason, stuck=stuck)
         return out

@@ -80,6 +80,20 @@ class SlurmSystem(BatchSystem):
             d.append(Directive("-t", spec.walltime_hms))
         return d
 
+    array_index_env = "SLURM_ARRAY_TASK_ID"
+
+    def array_directive(self, n: int) -> Directive:
+        return Directive("--array", f"0-{n - 1}", "=")
+
+    def array_element_ids(self, array_id: str, n: int) -> list[str]:
+        return [f"{array_id}_{i}" for i in range(n)]
+
+    def array_header(self, spec: JobSpec, n: int) -> list[str]:
+        # each element writes its own files: <name>-<array id>_<index>.out
+        lines = [line.replace("%J", "%A_%a") if line.startswith(("#SBATCH -e ", "#SBATCH -o ")) else line
+                 for line in self.header(spec)]
+        return lines + [f"{self.directive_prefix} {self.array_directive(n).text}"]
+
     def parallel_launcher(self, spec: JobSpec) -> list[str]:
         # a worker task that dies must not take the other nodes' workers with it
         return ["srun", "--kill-on-bad-exit=0"] if spec.job_nodes > 1 else []
@@ -111,7 +125,8 @@ class SlurmSystem(BatchSystem):
         return -signal if signal else code
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
-        return [self.status_command, "-h", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(job_ids)]
+        # -r: one line per array element, pending ones included ("123_4", not "123_[4-7]")
+        return [self.status_command, "-h", "-r", "-t", "all", "-o", "%i|%T|%r", "-j", ",".join(job_ids)]
 
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if result.returncode != 0:
