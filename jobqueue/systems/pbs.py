@@ -126,7 +126,21 @@ class PBSSystem(BatchSystem):
 
     @property
     def supports_arrays(self) -> bool:
-        return self.flavour != "torque"  # Torque's -t arrays differ; submit one by one there
+        # OpenPBS arrays (-J); Torque's and Slurm's wrapper's differ: submit one by one there
+        return self.detect_flavour() == "openpbs"
+
+    def detect_flavour(self) -> str:
+        """OpenPBS/PBS Pro print "pbs_version = X" for `qsub --version`; Torque prints
+        "Version:" on stderr, and Slurm's Torque wrapper refuses the option."""
+        if self.flavour is None:
+            from ..commands import run
+
+            try:
+                result = run([self.submit_command, "--version"], timeout=15, check=False)
+                self.flavour = "openpbs" if "pbs_version" in result.stdout else "torque"
+            except CommandError:
+                return "unknown"  # qsub missing: decide later
+        return self.flavour
 
     def array_directive(self, n: int) -> Directive:
         return Directive("-J", f"0-{n - 1}")  # PBS wants X < Y: arrays of 2 or more
@@ -216,8 +230,9 @@ class PBSSystem(BatchSystem):
                 out[job_id] = JobStatus(job_id, JobState.COMPLETED, _HISTORY)
         return out
 
-    # "openpbs" until a qstat rejects -F json; then the Torque table ("torque")
-    flavour: str = "openpbs"
+    # "openpbs" or "torque": from `qsub --version` before the first array, or when a
+    # qstat rejects -F json (then the plain Torque table is read instead)
+    flavour: str | None = None
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if not job_ids:
