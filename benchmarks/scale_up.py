@@ -67,37 +67,31 @@ def _queue_empty(timeout=120):
         time.sleep(0.5)
 
 
-def run_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
+def _run_cluster(cluster_cls, n: int, processes: int, counter: CommandCounter) -> dict:
     from distributed import Client
-
-    from jobqueue import SLURMCluster
 
     counter.reset()
     t0 = time.perf_counter()
-    with SLURMCluster(cores=processes, memory=f"{processes * 500}MB", processes=processes, walltime="00:20:00",
-                      scheduler_options={"dashboard_address": ":0"}) as cluster:
+    with cluster_cls(cores=processes, memory=f"{processes * 500}MB", processes=processes, walltime="00:20:00",
+                     scheduler_options={"dashboard_address": ":0"}) as cluster:
         cluster.scale(n=n)
         with Client(cluster) as client:
             client.wait_for_workers(n, timeout=600)
             elapsed = time.perf_counter() - t0
     _queue_empty()
     return {"seconds": elapsed, "submit_commands": counter.count("sbatch")}
+
+
+def run_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
+    from jobqueue import SLURMCluster
+
+    return _run_cluster(SLURMCluster, n, processes, counter)
 
 
 def run_dask_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
     from dask_jobqueue import SLURMCluster
-    from distributed import Client
 
-    counter.reset()
-    t0 = time.perf_counter()
-    with SLURMCluster(cores=processes, memory=f"{processes * 500}MB", processes=processes, walltime="00:20:00",
-                      scheduler_options={"dashboard_address": ":0"}) as cluster:
-        cluster.scale(n=n)
-        with Client(cluster) as client:
-            client.wait_for_workers(n, timeout=600)
-            elapsed = time.perf_counter() - t0
-    _queue_empty()
-    return {"seconds": elapsed, "submit_commands": counter.count("sbatch")}
+    return _run_cluster(SLURMCluster, n, processes, counter)
 
 
 def run_floor(n: int, processes: int, counter: CommandCounter) -> dict:
