@@ -187,3 +187,24 @@ def test_failing_submission_reaches_wait_for_workers(tmp_path, monkeypatch):
         with pytest.raises(JobSubmissionError, match="Invalid account"):
             cluster.wait_for_workers(2, timeout=60)
         assert len(cluster.failures) == 2
+
+
+def test_workers_forked_from_a_forkserver_keep_nanny_semantics():
+    """processes > 1: workers come from a forkserver; client.restart() still restarts them."""
+    from distributed import Client
+
+    from jobqueue import LocalCluster
+
+    with LocalCluster(cores=2, memory="2GB", processes=2,
+                      scheduler_options={"dashboard_address": ":0"}) as cluster:
+        assert "MULTIPROCESSING_METHOD" in cluster.job_script()
+        cluster.scale(jobs=1)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            pids = set(client.run(__import__("os").getpid).values())
+            methods = client.run(lambda: __import__("dask").config.get("distributed.worker.multiprocessing-method"))
+            assert set(methods.values()) == {"forkserver"}, methods
+            client.restart()
+            client.wait_for_workers(2, timeout=60)
+            assert set(client.run(__import__("os").getpid).values()).isdisjoint(pids)  # new processes
+            assert client.submit(lambda: 3).result() == 3

@@ -7,6 +7,10 @@
 # the exit code reaches the log even where the batch system forgets it (PBS without job history)
 trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 
+# the nannies start their workers from one forkserver that has imported distributed once,
+# instead of a fresh interpreter per worker (2.5x faster for 4 per job); yours wins if set
+export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD="${DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD:-forkserver}"
+
 # when this job will be ended, so its workers retire (and hand their data over) in time
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 3600 ))
 export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
