@@ -34,6 +34,7 @@ from distributed.security import Security
 
 from . import config
 from .commands import CommandError
+from .files import write_private
 from .scripts import PLACEHOLDER_ADDRESS, render
 from .spec import JobSpec, check_token, retirement
 from .systems import BatchSystem, JobState, LocalSystem, PBSSystem, SGESystem, SlurmSystem
@@ -155,9 +156,7 @@ class Job(ProcessInterface):
             script = self.job_script()
             self.job_id = await c.tracker.submit(script, str(self.name), c.system.log_paths(c.spec))
         except Exception as exc:
-            self.status = Status.failed
-            self.error = JobSubmissionError(c.system.name, str(self.name), exc)
-            raise self.error from exc
+            raise self._fail(exc) from exc
 
     async def _submit_batched(self) -> None:
         """Join the jobs being started in this same moment (one scale() call): they go
@@ -174,10 +173,6 @@ class Job(ProcessInterface):
         self.status = Status.failed
         self.error = JobSubmissionError(self._context.system.name, str(self.name), exc)
         return self.error
-
-    @property
-    def waiting(self) -> bool:
-        return self in self._context.waiting
 
     async def close(self) -> None:
         if self in self._context.waiting:
@@ -297,6 +292,7 @@ class JobQueueCluster(SpecCluster):
         self._tracker = JobTracker(self._system, Journal(
             os.path.join(self._state_dir, "journals", f"{self._cluster_id}.json"), self._system.name))
         self._secrets_dir: str | None = None
+        self._worker_tls: dict[str, str] = {}  # the credential files workers are given, by key
         self._failures: list[Exception] = []
         self._consecutive_start_failures = 0
         self._gave_up = False
@@ -305,8 +301,7 @@ class JobQueueCluster(SpecCluster):
         self.replacements: list[dict] = []
         extra_args = self._worker_security_args(security)
         limits = {}
-        for key in ("max_jobs", "max_pending_jobs"):
-            value = {"max_jobs": max_jobs, "max_pending_jobs": max_pending_jobs}[key]
+        for key, value in (("max_jobs", max_jobs), ("max_pending_jobs", max_pending_jobs)):
             if value is None:
                 value = cfg(key.replace("_", "-"))
             if value is not None:
@@ -418,11 +413,7 @@ class JobQueueCluster(SpecCluster):
             base = os.path.expanduser(os.path.expandvars(base))
             os.makedirs(base, mode=0o700, exist_ok=True)
             self._secrets_dir = tempfile.mkdtemp(prefix="credentials-", dir=base)  # 0700
-        path = os.path.join(self._secrets_dir, f"{role}-{key}.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(value)
-        return path
+        return write_private(os.path.join(self._secrets_dir, f"{role}-{key}.pem"), value)
 
     def _worker_security_args(self, security: Security | None) -> list[str]:
         """--tls-* arguments naming credential files (in-memory PEMs are written to files)."""
@@ -434,6 +425,7 @@ class JobQueueCluster(SpecCluster):
                 continue
             if "\n" in value:
                 value = self._credential_file("worker", key, value)
+            self._worker_tls[key] = value
             args += ["--tls-" + key.replace("_", "-"), value]
         return args
 
@@ -451,17 +443,12 @@ class JobQueueCluster(SpecCluster):
             info["security"] = {"tls_ca_file": tls.get("ca_file"), "tls_client_cert": tls.get("cert"),
                                 "tls_client_key": tls.get("key"), "require_encryption": True}
             # for workers that join by this file (jobqueue mpi --no-scheduler --scheduler-file ...)
-            args = self._context.extra_worker_args
-            worker = {args[i][len("--tls-"):].replace("-", "_"): args[i + 1]
-                      for i in range(0, len(args) - 1, 2) if args[i].startswith("--tls-")}
+            worker = self._worker_tls
             if worker:
                 info["worker_security"] = {"tls_ca_file": worker.get("ca_file"), "tls_worker_cert": worker.get("cert"),
                                            "tls_worker_key": worker.get("key")}
-        path = os.path.abspath(os.path.expanduser(path))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # also when the file existed with wider permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f, indent=1)
+        # private even when the file existed with wider permissions
+        path = write_private(os.path.abspath(os.path.expanduser(path)), json.dumps(info, indent=1))
         self._scheduler_files.append(path)
         return path
 

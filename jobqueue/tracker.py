@@ -13,12 +13,12 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from .commands import CommandError
+from .files import write_private
 from .systems.base import BatchSystem, JobState
 from .watchdog import start_time
 
@@ -70,10 +70,7 @@ class Journal:
     def write(self, job_ids: Sequence[str]) -> None:
         data = {"owner_pid": self.owner_pid, "owner_started": start_time(self.owner_pid),
                 "system": self.system, "job_ids": list(job_ids), "updated": time.time()}
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".journal-")
-        with os.fdopen(fd, "w") as f:  # mkstemp creates the file 0600
-            json.dump(data, f)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps(data))
 
     def remove(self) -> None:
         try:

@@ -8,7 +8,6 @@ the system gives for an unknown queue. A new batch system = one more Backend her
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess

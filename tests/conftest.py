@@ -15,7 +15,7 @@ import subprocess
 import dask
 import pytest
 from backends import BACKENDS, pbsemu
-from util import squeue_ids, wait_for
+from util import wait_for
 
 REQUIRED = {s.strip() for s in os.environ.get("JOBQUEUE_TEST_REQUIRE", "").split(",") if s.strip()}
 

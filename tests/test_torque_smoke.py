@@ -8,7 +8,6 @@ Torque-style tools: it falls back to the plain qstat table for job states."""
 import os
 import shutil
 
-import pytest
 from distributed import Client
 
 from conftest import require

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from ..files import write_private
 
 logger = logging.getLogger("jobqueue.mpi")
 
@@ -103,11 +106,7 @@ class Rendezvous:
             self.comm.bcast(info, root=0)
             return
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({**info, "written": time.time()}, f)
-        os.replace(tmp, self.path)
+        write_private(self.path, json.dumps({**info, "written": time.time()}))
 
     def receive(self, started: float) -> dict:
         if self.comm is not None:
@@ -170,6 +169,7 @@ def _quiet(level: str | None = None) -> None:
     dask.config.set({"logging.distributed": level.lower()})
     for name in names:
         logging.getLogger(name).setLevel(level)
+
 
 
 def _fail(message: str, code: int = 1):
@@ -237,19 +237,10 @@ def _private_scheduler_file(path: str, pems: dict | None) -> None:
             cred_dir = os.path.join(os.path.dirname(os.path.abspath(path)),
                                     f".{os.path.basename(path)}.credentials")
             os.makedirs(cred_dir, mode=0o700, exist_ok=True)
-            files = {}
-            for key, pem in pems.items():
-                p = os.path.join(cred_dir, f"{key}.pem")
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(pem)
-                files[key] = p
+            files = {key: write_private(os.path.join(cred_dir, f"{key}.pem"), pem) for key, pem in pems.items()}
             info["security"] = {"tls_ca_file": files["ca"], "tls_client_cert": files["cert"],
                                 "tls_client_key": files["key"], "require_encryption": True}
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f, indent=1)
+        write_private(path, json.dumps(info, indent=1))
     except OSError as exc:
         logger.warning("jobqueue mpi: could not make %s private: %s", path, exc)
 
@@ -316,13 +307,13 @@ def send_close_signal(timeout: float = 20) -> None:
     """Shut the cluster down from the client rank: workers first, then the scheduler."""
     from distributed import Client, default_client
 
-    with _suppress():  # the user's own client: closed first, so it does not see the scheduler vanish
+    with contextlib.suppress(Exception):  # the user's own client: closed first, so it does not see the scheduler vanish
         default_client().close(timeout=timeout)
     address = _state.get("address") or __import__("dask").config.get("scheduler_address", None)
     if address is None:
         return
     _send_watch("failed" if _state.get("failed") else "done")
-    with _suppress():
+    with contextlib.suppress(Exception):
         with Client(address, security=_state.get("security"), timeout=timeout) as client:
             client.shutdown()  # the scheduler tells its workers to close, then closes
     _barrier()
@@ -334,16 +325,8 @@ def _barrier() -> None:
     """All ranks leave together (MPI only), so no launcher kills a rank still exiting."""
     comm = _state.get("comm")
     if comm is not None:
-        with _suppress():
+        with contextlib.suppress(Exception):
             comm.Barrier()
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], Exception)
 
 
 def _record_failures() -> None:
@@ -534,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         sec, pems = _new_security(args.tls)
         if args.scheduler_file:
-            with _suppress():
+            with contextlib.suppress(Exception):
                 os.unlink(args.scheduler_file)
         try:
             code = asyncio.run(_run_scheduler(rendezvous, sec, pems, interface=args.interface,

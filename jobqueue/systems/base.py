@@ -8,11 +8,12 @@ knows nothing about Dask. Adding a batch system is one module here plus one temp
 from __future__ import annotations
 
 import enum
+import re
 import shutil
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
-from ..commands import CommandResult, run_async
+from ..commands import CommandError, CommandResult, run_async
 from ..spec import JobSpec, check_line_value
 
 
@@ -59,6 +60,7 @@ class BatchSystem:
     """Base class: one instance per cluster (the local system keeps process state)."""
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # as users call it, in messages
     directive_prefix: ClassVar[str] = ""
     submit_command: ClassVar[str] = ""
     cancel_command: ClassVar[str] = ""
@@ -85,14 +87,36 @@ class BatchSystem:
     def _skipped(self, directive: Directive, skips: Iterable[str]) -> bool:
         # Whole keys or whole directives only: skipping "--mem" must not remove
         # "--mem-per-cpu", and skipping "-n 1" must not remove "-n 10" (dask-jobqueue
-        # matched substrings; its users lost directives that way).
+        # matched substrings; its users lost directives that way). A resource line
+        # "-l name=..." is also named by "-l name" ("-l walltime", "-l h_rt").
+        resource = None
+        if directive.key == "-l" and directive.value:
+            resource = "-l " + re.split(r"[=:]", directive.value)[0]
         for skip in skips:
             s = skip.strip()
             if self.directive_prefix and s.startswith(self.directive_prefix):
                 s = s[len(self.directive_prefix):].strip()
-            if s in (directive.key, directive.text) or s.rstrip("=") == directive.key:
+            if s in (directive.key, directive.text, resource) or s.rstrip("=") == directive.key:
                 return True
         return False
+
+    def checked_log_directory(self, spec: JobSpec) -> str:
+        """spec.log_directory, refused if it holds whitespace (no directive can carry it)."""
+        if re.search(r"\s", spec.log_directory or ""):
+            raise ValueError(f"invalid log_directory={spec.log_directory!r} ({self.display_name} directives "
+                             "cannot hold spaces); write something like log_directory=\"logs\"")
+        return spec.log_directory
+
+    async def _cancel_tolerating_gone(self, job_ids: Sequence[str], is_error) -> None:
+        """Cancel with one command; only output lines ``is_error`` accepts fail it, so ids
+        that already ended (which qdel reports with a non-zero exit) are no error."""
+        if not job_ids:
+            return
+        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
+        if result.returncode != 0:
+            lines = [ln for ln in (result.stdout + "\n" + result.stderr).splitlines() if ln.strip() and is_error(ln)]
+            if lines:
+                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
 
     def parallel_launcher(self, spec: JobSpec) -> list[str]:
         """argv prefix that starts one task per worker of a multi-node job."""

@@ -29,6 +29,8 @@ _JOB_ID = re.compile(r"^\d+(?:\[\d*\])?(?:\.[\w.-]+)?$")
 _UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(\S+)")
 _FINISHED = re.compile(r"(\S+) Job has finished|Job has finished (\S+)")
 
+_GONE = re.compile(r"Unknown Job Id|Job has finished|nonexistent job id|finished array subjob")
+
 _HISTORY = "finished (kept in job history)"
 
 _STATES = {
@@ -87,6 +89,10 @@ def _loads(text: str) -> dict:
 
 class PBSSystem(BatchSystem):
     name = "pbs"
+    display_name = "PBS"
+    # "openpbs" or "torque": from `qsub --version` before the first array, or when a
+    # qstat rejects -F json (then the plain Torque table is read instead)
+    flavour: str | None = None
     directive_prefix = "#PBS"
     submit_command = "qsub"
     cancel_command = "qdel"
@@ -115,11 +121,9 @@ class PBSSystem(BatchSystem):
         if spec.walltime is not None:
             d.append(Directive("-l", f"walltime={spec.walltime_hms}"))
         if spec.log_directory is not None:
-            if re.search(r"\s", spec.log_directory):
-                raise ValueError(f"invalid log_directory={spec.log_directory!r} (PBS directives cannot hold "
-                                 "spaces); write something like log_directory=\"logs\"")
-            d.append(Directive("-e", f"{spec.log_directory}/"))
-            d.append(Directive("-o", f"{spec.log_directory}/"))
+            log_dir = self.checked_log_directory(spec)
+            d.append(Directive("-e", f"{log_dir}/"))
+            d.append(Directive("-o", f"{log_dir}/"))
         return d
 
     array_index_env = "PBS_ARRAY_INDEX"
@@ -149,14 +153,6 @@ class PBSSystem(BatchSystem):
         head, _, server = array_id.partition(".")
         number = head.split("[")[0]
         return [f"{number}[{i}]" + (f".{server}" if server else "") for i in range(n)]
-
-    def _skipped(self, directive: Directive, skips) -> bool:
-        # "-l walltime" names the walltime line alone, "-l select" the resource line
-        if directive.key == "-l" and directive.value:
-            sub = "-l " + re.split(r"[=:]", directive.value)[0]
-            if any(s.strip().removeprefix("#PBS").strip() == sub for s in skips):
-                return True
-        return super()._skipped(directive, skips)
 
     def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
         # -o <dir>/: PBS writes <dir>/<full job id>.OU and .ER, when the job ends
@@ -191,16 +187,8 @@ class PBSSystem(BatchSystem):
         return job_id
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
-        if result.returncode != 0:
-            # already finished (35) or purged (153) ids are not an error: they are gone
-            lines = [ln for ln in result.stderr.splitlines()
-                     if ln.strip() and "Unknown Job Id" not in ln and "Job has finished" not in ln
-                     and "nonexistent job id" not in ln and "finished array subjob" not in ln]
-            if lines:
-                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
+        # already finished (35) or purged (153) ids are not an error: they are gone
+        await self._cancel_tolerating_gone(job_ids, lambda ln: not _GONE.search(ln))
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # no -x: with job history off (the default) the server then answers nothing at all
@@ -230,10 +218,6 @@ class PBSSystem(BatchSystem):
                 out[job_id] = JobStatus(job_id, JobState.COMPLETED, _HISTORY)
         return out
 
-    # "openpbs" or "torque": from `qsub --version` before the first array, or when a
-    # qstat rejects -F json (then the plain Torque table is read instead)
-    flavour: str | None = None
-
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if not job_ids:
             return {}
@@ -250,16 +234,20 @@ class PBSSystem(BatchSystem):
         ended = [i for i, st in out.items() if st.state.finished and st.reason == _HISTORY]
         if ended:
             # qstat said "Job has finished" (history is on): one more call, with -x, tells how
-            result = await run_async([self.status_command, "-x", "-f", "-F", "json", *ended],
-                                     timeout=self.command_timeout, check=False)
-            try:
-                jobs = (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
-            except ValueError:
-                jobs = {}
+            jobs = await self._history(ended)
             for job_id in ended:
                 info = _lookup(jobs, job_id)
                 out[job_id] = _job_status(job_id, info) if info else JobStatus(job_id, JobState.COMPLETED)
         return out
+
+    async def _history(self, job_ids: Sequence[str]) -> dict:
+        """The "Jobs" of `qstat -x -f -F json <ids>` ({} when the server keeps no history)."""
+        result = await run_async([self.status_command, "-x", "-f", "-F", "json", *job_ids],
+                                 timeout=self.command_timeout, check=False)
+        try:
+            return (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
+        except ValueError:
+            return {}
 
     async def _torque_status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Plain `qstat <ids>`: the state letter is the fifth column; 153 when none is known."""
@@ -283,12 +271,7 @@ class PBSSystem(BatchSystem):
         if self.flavour == "torque":
             return None
         # only servers that keep job history can still tell
-        result = await run_async([self.status_command, "-x", "-f", "-F", "json", job_id],
-                                 timeout=self.command_timeout, check=False)
-        try:
-            info = _lookup(_loads(result.stdout).get("Jobs") or {}, job_id) if result.stdout.strip() else None
-        except ValueError:
-            return None
+        info = _lookup(await self._history([job_id]), job_id)
         if not info:
             return None
         return ended_state(info.get("Exit_status"), str(info.get("comment", "")), info.get("substate"))[1]

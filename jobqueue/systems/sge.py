@@ -54,6 +54,7 @@ def sge_state(code: str) -> tuple[JobState, str, bool]:
 
 class SGESystem(BatchSystem):
     name = "sge"
+    display_name = "Grid Engine"
     directive_prefix = "#$"
     submit_command = "qsub"
     cancel_command = "qdel"
@@ -85,11 +86,9 @@ class SGESystem(BatchSystem):
         if spec.walltime is not None:
             d.append(Directive("-l", f"h_rt={spec.walltime_hms}"))
         if spec.log_directory is not None:
-            if re.search(r"\s", spec.log_directory):
-                raise ValueError(f"invalid log_directory={spec.log_directory!r} (Grid Engine directives "
-                                 "cannot hold spaces); write something like log_directory=\"logs\"")
-            d.append(Directive("-e", f"{spec.log_directory}/"))
-            d.append(Directive("-o", f"{spec.log_directory}/"))
+            log_dir = self.checked_log_directory(spec)
+            d.append(Directive("-e", f"{log_dir}/"))
+            d.append(Directive("-o", f"{log_dir}/"))
         d.append(Directive("-cwd"))
         d.append(Directive("-j", "y"))
         return d
@@ -102,14 +101,6 @@ class SGESystem(BatchSystem):
 
     def array_element_ids(self, array_id: str, n: int) -> list[str]:
         return [f"{array_id}.{i}" for i in range(1, n + 1)]
-
-    def _skipped(self, directive: Directive, skips) -> bool:
-        # "-l h_rt" names the walltime line alone, "-l" every resource line
-        if directive.key == "-l" and directive.value:
-            sub = "-l " + directive.value.split("=")[0]
-            if any(s.strip().removeprefix("#$").strip() == sub for s in skips):
-                return True
-        return super()._skipped(directive, skips)
 
     def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
         # -o <dir>/ with -j y: Grid Engine writes <dir>/<job name>.o<job id>, stderr included
@@ -133,15 +124,9 @@ class SGESystem(BatchSystem):
         return m.group(1)
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        if not job_ids:
-            return
-        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
-        if result.returncode != 0:
-            # qdel reports on stdout; ids that already ended are not an error
-            lines = [ln for ln in (result.stdout + "\n" + result.stderr).splitlines()
-                     if ln.strip() and ("denied" in ln or "error" in ln) and not _GONE.search(ln)]
-            if lines:
-                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
+        # qdel reports on stdout ("denied: job ... does not exist"); ended ids are no error
+        await self._cancel_tolerating_gone(
+            job_ids, lambda ln: ("denied" in ln or "error" in ln) and not _GONE.search(ln))
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # qstat cannot take a list of ids with -xml; it lists the caller's own jobs

@@ -39,6 +39,7 @@ def slurm_format_bytes_ceil(n: int) -> str:
 
 class SlurmSystem(BatchSystem):
     name = "slurm"
+    display_name = "Slurm"
     directive_prefix = "#SBATCH"
     submit_command = "sbatch"
     cancel_command = "scancel"
@@ -51,10 +52,8 @@ class SlurmSystem(BatchSystem):
         if spec.job_name is not None:
             d.append(Directive("-J", spec.job_name))
         if spec.log_directory is not None:
+            self.checked_log_directory(spec)
             out, err = self.log_paths(spec)
-            if re.search(r"\s", out):
-                raise ValueError(f"invalid log_directory={spec.log_directory!r} (Slurm directives cannot "
-                                 "hold spaces); write something like log_directory=\"logs\"")
             d.append(Directive("-e", err))
             d.append(Directive("-o", out))
         if spec.queue is not None:
