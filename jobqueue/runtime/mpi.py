@@ -251,10 +251,15 @@ async def _run_worker(address: str, security, *, name: Any, nthreads: int = 1, m
                       worker_options: dict | None = None, death_timeout: float = 60) -> int:
     from distributed.utils import import_term
 
+    from distributed import Nanny
+
     cls = import_term(worker_class) if isinstance(worker_class, str) else worker_class
     opts = {"interface": interface, "protocol": protocol, "nthreads": nthreads, "memory_limit": memory_limit,
             "local_directory": local_directory, "name": name, "security": security,
             "death_timeout": death_timeout, **(worker_options or {})}
+    if isinstance(cls, type) and issubclass(cls, Nanny):
+        # in the worker process the nanny starts: no shutdown-race traceback (jobqueue.runtime.quiet)
+        opts["preload"] = [*(opts.get("preload") or []), "jobqueue.runtime.quiet"]
     async with cls(address, **opts) as worker:
         await worker.finished()
     return 0
