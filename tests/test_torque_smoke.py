@@ -27,9 +27,12 @@ def _torque_unavailable():
     return None
 
 
-def test_pbs_cluster_through_slurms_torque_wrappers(monkeypatch):
+def test_pbs_cluster_through_slurms_torque_wrappers(monkeypatch, tmp_path):
     require("torque", _torque_unavailable())
     monkeypatch.setenv("PATH", f"/usr/bin:{os.environ['PATH']}")
+    # the wrapper reads -o/-e only from its command line, never from #PBS lines, so Slurm
+    # writes <script>.o<id>/.e<id> into the submitting directory: keep that out of the checkout
+    monkeypatch.chdir(tmp_path)
     from jobqueue import PBSCluster
 
     with PBSCluster(cores=1, memory="1GB", processes=1, walltime="00:10:00",
