@@ -189,22 +189,66 @@ def test_failing_submission_reaches_wait_for_workers(tmp_path, monkeypatch):
         assert len(cluster.failures) == 2
 
 
-def test_workers_forked_from_a_forkserver_keep_nanny_semantics():
-    """processes > 1: workers come from a forkserver; client.restart() still restarts them."""
+def _facts_task():
+    """A task reporting how this worker was started (nested, so it is pickled by value)."""
+    def facts():
+        import os
+
+        import dask
+        return {"method": dask.config.get("distributed.worker.multiprocessing-method"),
+                "hash": hash("jobqueue"), "omp": os.environ.get("OMP_NUM_THREADS"),
+                "pid": os.getpid(), "ppid": os.getppid()}
+    return facts
+
+
+def test_workers_forked_from_their_nanny_keep_nanny_semantics():
+    """Each nanny forks its worker (no interpreter start per worker); restart, the memory
+    limit and equal hashing on every worker (PYTHONHASHSEED) work as with dask's spawn."""
+    from distributed import Client
+    from distributed.scheduler import KilledWorker
+
+    from jobqueue import LocalCluster
+
+    with LocalCluster(cores=2, memory="600MB", processes=2,
+                      scheduler_options={"dashboard_address": ":0"}) as cluster:
+        assert "MULTIPROCESSING_METHOD=fork" in cluster.job_script()
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(4, timeout=60)
+            facts = client.run(_facts_task())
+            assert {f["method"] for f in facts.values()} == {"fork"}, facts
+            assert len({f["hash"] for f in facts.values()}) == 1, facts  # same seed everywhere
+            assert {f["omp"] for f in facts.values()} == {"1"}, facts
+            assert len({f["ppid"] for f in facts.values()}) == 2  # one process of nannies per job
+            pids = {f["pid"] for f in facts.values()}
+
+            client.restart()
+            client.wait_for_workers(4, timeout=60)
+            assert {f["pid"] for f in client.run(_facts_task()).values()}.isdisjoint(pids)  # new processes
+
+            def hog():  # far over the 300 MB per worker: the nanny must end and restart it
+                import time
+                block = bytearray(900_000_000)
+                time.sleep(10)
+                return len(block)
+
+            with pytest.raises(KilledWorker):
+                client.submit(hog, retries=0).result(timeout=120)
+            client.wait_for_workers(4, timeout=60)
+            assert sum(client.gather(client.map(lambda x: x * 2, range(50)))) == 2450
+
+
+def test_your_environment_wins_over_the_fork_defaults():
+    """A prologue that sets the method or a thread count keeps it."""
     from distributed import Client
 
     from jobqueue import LocalCluster
 
-    with LocalCluster(cores=2, memory="2GB", processes=2,
-                      scheduler_options={"dashboard_address": ":0"}) as cluster:
-        assert "MULTIPROCESSING_METHOD" in cluster.job_script()
+    with LocalCluster(cores=1, memory="1GB", processes=1, scheduler_options={"dashboard_address": ":0"},
+                      job_script_prologue=["export OMP_NUM_THREADS=3",
+                                           "export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=spawn"]) as cluster:
         cluster.scale(jobs=1)
         with Client(cluster) as client:
-            client.wait_for_workers(2, timeout=60)
-            pids = set(client.run(__import__("os").getpid).values())
-            methods = client.run(lambda: __import__("dask").config.get("distributed.worker.multiprocessing-method"))
-            assert set(methods.values()) == {"forkserver"}, methods
-            client.restart()
-            client.wait_for_workers(2, timeout=60)
-            assert set(client.run(__import__("os").getpid).values()).isdisjoint(pids)  # new processes
-            assert client.submit(lambda: 3).result() == 3
+            client.wait_for_workers(1, timeout=60)
+            (facts,) = client.run(_facts_task()).values()
+            assert facts["method"] == "spawn" and facts["omp"] == "3", facts

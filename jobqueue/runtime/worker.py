@@ -67,7 +67,23 @@ def _setup_worker(worker) -> None:
     _install(signal.SIGTERM, lambda: retire("SIGTERM"))
 
 
+_FORK_HANDLER_REGISTERED = False
+
+
+def _default_signals_in_child() -> None:
+    """A worker forked from its nanny starts with the signal handling a spawned one has,
+    not the nanny's handlers (which would act on the nanny's loop, not the worker's)."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _setup_nanny(nanny) -> None:
+    global _FORK_HANDLER_REGISTERED
+    if not _FORK_HANDLER_REGISTERED:  # one per process, however many nannies it runs
+        os.register_at_fork(after_in_child=_default_signals_in_child)
+        _FORK_HANDLER_REGISTERED = True
+
     def forward() -> None:
         process = getattr(nanny, "process", None)
         pid = getattr(getattr(process, "process", None), "pid", None)

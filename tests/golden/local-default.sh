@@ -3,4 +3,10 @@
 # the exit code reaches the log even where the batch system forgets it (PBS without job history)
 trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 
+# each nanny forks its worker from its own process, which has imported distributed already:
+# no interpreter start or imports per worker. What a fresh worker process would read at
+# start-up is set here; a value already in your environment (or set in the prologue) wins.
+[ -n "${DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD+x}" ] || export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork
+[ -n "${PYTHONHASHSEED+x}" ] || export PYTHONHASHSEED=6640
+
 /usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 2 --memory-limit 3.73GiB --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker

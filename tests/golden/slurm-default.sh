@@ -9,6 +9,12 @@
 # the exit code reaches the log even where the batch system forgets it (PBS without job history)
 trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 
+# each nanny forks its worker from its own process, which has imported distributed already:
+# no interpreter start or imports per worker. What a fresh worker process would read at
+# start-up is set here; a value already in your environment (or set in the prologue) wins.
+[ -n "${DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD+x}" ] || export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork
+[ -n "${PYTHONHASHSEED+x}" ] || export PYTHONHASHSEED=6640
+
 # when this job will be ended, so its workers retire (and hand their data over) in time
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 1800 ))
 export JOBQUEUE_RETIRE_MARGIN=180 JOBQUEUE_RETIRE_STAGGER=60
