@@ -11,7 +11,7 @@ alike, and prints a table plus one JSON line:
 - the floor: bare `dask worker --no-nanny` jobs submitted by hand with sbatch, one per
   worker, against a plain scheduler.
 
-    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--pending 200]
+    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--pending 200] [--tcp]
 
 Timing goals live here, never in tests. Needs a running Slurm (bash ci/slurm/start.sh)
 and dask-jobqueue (pip install '.[test]').
@@ -67,13 +67,13 @@ def _queue_empty(timeout=120):
         time.sleep(0.5)
 
 
-def _run_cluster(cluster_cls, n: int, processes: int, counter: CommandCounter) -> dict:
+def _run_cluster(cluster_cls, n: int, processes: int, counter: CommandCounter, **kwargs) -> dict:
     from distributed import Client
 
     counter.reset()
     t0 = time.perf_counter()
     with cluster_cls(cores=processes, memory=f"{processes * 500}MB", processes=processes, walltime="00:20:00",
-                     scheduler_options={"dashboard_address": ":0"}) as cluster:
+                     scheduler_options={"dashboard_address": ":0"}, **kwargs) as cluster:
         cluster.scale(n=n)
         with Client(cluster) as client:
             client.wait_for_workers(n, timeout=600)
@@ -86,6 +86,17 @@ def run_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
     from jobqueue import SLURMCluster
 
     return _run_cluster(SLURMCluster, n, processes, counter)
+
+
+def run_jobqueue_tcp(n: int, processes: int, counter: CommandCounter) -> dict:
+    """jobqueue without its default TLS: plain TCP, as dask-jobqueue and the floor use."""
+    import warnings
+
+    from jobqueue import SLURMCluster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the security=False warning
+        return _run_cluster(SLURMCluster, n, processes, counter, security=False)
 
 
 def run_dask_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
@@ -162,9 +173,13 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--settle", type=float, default=65, help="seconds to wait after the submissions")
     ap.add_argument("--only-idle", action="store_true", help="skip the scale-up timings")
+    ap.add_argument("--tcp", action="store_true",
+                    help="also time jobqueue with security=False (plain TCP, like the others)")
     args = ap.parse_args()
     counter = CommandCounter()
     contenders = {"jobqueue": run_jobqueue, "dask-jobqueue": run_dask_jobqueue, "floor": run_floor}
+    if args.tcp:
+        contenders["jobqueue-tcp"] = run_jobqueue_tcp
     rows = []
     for n in ([] if args.only_idle else [int(x) for x in args.sizes.split(",")]):
         for p in [int(x) for x in args.processes.split(",")]:
@@ -194,6 +209,11 @@ def main() -> None:
         print(f"{r['workers']:>4} {r['processes_per_job']:>5} | {jq.get('seconds', '-')!s:>10} "
               f"{jq.get('submit_commands', '-')!s:>5} | {dj.get('seconds', '-')!s:>9} "
               f"{dj.get('submit_commands', '-')!s:>5} | {fl.get('seconds', '-')!s:>7} | {ratio:>6} {rfloor:>8}")
+    for r in rows:
+        if "jobqueue-tcp" in r:
+            print(f"jobqueue with security=False, {r['workers']} workers at {r['processes_per_job']}/job: "
+                  f"{r['jobqueue-tcp']['seconds']} s")
+    print("(jobqueue uses TLS by default; dask-jobqueue and the floor use plain TCP)")
     print(f"\nwhile {args.pending} jobs wait ({args.idle:.0f} s):")
     for k, v in idle.items():
         print(f"  {k:14} status commands/min {v['status_commands_per_minute']:.1f}, CPU {v['cpu_seconds']} s")

@@ -110,6 +110,7 @@ def fork_start_environment(spec: JobSpec) -> list[str]:
     if not spec.nanny or spec.worker_command != "distributed.cli.dask_worker":
         return []
     import dask
+    import distributed  # noqa: F401  (registers the distributed.* config defaults read here)
 
     method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
     env = {"DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "fork" if method == "spawn" else method}

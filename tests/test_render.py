@@ -126,3 +126,30 @@ def test_shell_word_keeps_environment_variables():
     assert out.stdout.strip() == "/h/$(id)"
     with pytest.raises(ValueError):
         shell_word("a\nb")
+
+
+def test_fork_start_environment_follows_dask_config_and_yields_to_the_job_environment(tmp_path):
+    """The job script exports distributed's pre-spawn environment before Python starts
+    (a forked worker cannot read it later); a value already set in the job wins."""
+    import dask
+
+    marker = tmp_path / "pwned"
+    pre = {"MALLOC_TRIM_THRESHOLD_": 65536, "OMP_NUM_THREADS": 1, "SITE_X": f"a b$(touch {marker})",
+           "not-a-name": "1", "UNSET_ME": None}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": pre,
+                          "distributed.worker.multiprocessing-method": "forkserver"}):
+        script = render(JobSpec.create(cores=1, memory="1GB", python="/bin/echo"), SlurmSystem(),
+                        scheduler_address=ADDR, worker_name="w")
+    env_dump = script + "\nenv\n"
+    out = subprocess.run(["bash"], input=env_dump, text=True, capture_output=True, timeout=10,
+                         env={"PATH": os.environ["PATH"], "OMP_NUM_THREADS": "7"})
+    assert out.returncode == 0, out.stderr
+    env = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line and not line.startswith("/"))
+    assert env["DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD"] == "forkserver"  # the user's choice kept
+    assert env["MALLOC_TRIM_THRESHOLD_"] == "65536" and env["PYTHONHASHSEED"] == "6640"
+    assert env["OMP_NUM_THREADS"] == "7"  # the job's own value wins
+    assert env["SITE_X"] == f"a b$(touch {marker})" and not marker.exists()
+    assert "UNSET_ME" not in env and "not-a-name" not in script
+    # no nanny: the worker is started directly, nothing to fork
+    assert "MULTIPROCESSING_METHOD" not in render(JobSpec.create(cores=1, memory="1GB", nanny=False),
+                                                 SlurmSystem(), scheduler_address=ADDR)

@@ -19,6 +19,10 @@ trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 # no interpreter start or imports per worker. What a fresh worker process would read at
 # start-up is set here; a value already in your environment (or set in the prologue) wins.
 [ -n "${DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD+x}" ] || export DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD=fork
+[ -n "${MALLOC_TRIM_THRESHOLD_+x}" ] || export MALLOC_TRIM_THRESHOLD_=65536
+[ -n "${OMP_NUM_THREADS+x}" ] || export OMP_NUM_THREADS=1
+[ -n "${MKL_NUM_THREADS+x}" ] || export MKL_NUM_THREADS=1
+[ -n "${OPENBLAS_NUM_THREADS+x}" ] || export OPENBLAS_NUM_THREADS=1
 [ -n "${PYTHONHASHSEED+x}" ] || export PYTHONHASHSEED=6640
 
 # when this job will be ended, so its workers retire (and hand their data over) in time
