@@ -11,7 +11,7 @@ alike, and prints a table plus one JSON line:
 - the floor: bare `dask worker --no-nanny` jobs submitted by hand with sbatch, one per
   worker, against a plain scheduler.
 
-    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--pending 200] [--tcp]
+    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--pending 200] [--tcp] [--no-idle]
 
 Timing goals live here, never in tests. Needs a running Slurm (bash ci/slurm/start.sh)
 and dask-jobqueue (pip install '.[test]').
@@ -173,6 +173,7 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--settle", type=float, default=65, help="seconds to wait after the submissions")
     ap.add_argument("--only-idle", action="store_true", help="skip the scale-up timings")
+    ap.add_argument("--no-idle", action="store_true", help="skip the 200-pending-jobs measurement")
     ap.add_argument("--tcp", action="store_true",
                     help="also time jobqueue with security=False (plain TCP, like the others)")
     args = ap.parse_args()
@@ -198,7 +199,8 @@ def main() -> None:
                                  "submit_commands": runs[0]["submit_commands"]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    idle = {k: idle_cost(k, args.pending, args.idle, counter, args.settle) for k in ("jobqueue", "dask-jobqueue")}
+    idle = {} if args.no_idle else {k: idle_cost(k, args.pending, args.idle, counter, args.settle)
+                                    for k in ("jobqueue", "dask-jobqueue")}
 
     print(f"\n{'N':>4} {'p/job':>5} | {'jobqueue s':>10} {'subm':>5} | {'dask-jq s':>9} {'subm':>5} | "
           f"{'floor s':>7} | {'jq/djq':>6} {'jq/floor':>8}")
@@ -214,7 +216,8 @@ def main() -> None:
             print(f"jobqueue with security=False, {r['workers']} workers at {r['processes_per_job']}/job: "
                   f"{r['jobqueue-tcp']['seconds']} s")
     print("(jobqueue uses TLS by default; dask-jobqueue and the floor use plain TCP)")
-    print(f"\nwhile {args.pending} jobs wait ({args.idle:.0f} s):")
+    if idle:
+        print(f"\nwhile {args.pending} jobs wait ({args.idle:.0f} s):")
     for k, v in idle.items():
         print(f"  {k:14} status commands/min {v['status_commands_per_minute']:.1f}, CPU {v['cpu_seconds']} s")
     print(json.dumps({"scale_up": rows, "idle": idle}))
