@@ -112,12 +112,18 @@ class JobTracker:
     async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> str:
         self.commands_issued["submit"] += 1
         job_id = await self.system.submit(script, log_paths)
-        self.jobs[job_id] = TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+        self._track([job_id], [name], log_paths)
+        logger.info("submitted job %s for worker %s", job_id, name)
+        return job_id
+
+    def _track(self, job_ids: Sequence[str], names: Sequence[str], log_paths: tuple[str, ...]) -> None:
+        """Record newly submitted jobs (%J in log paths is each one's id), journal them,
+        and start the watchdog with the first."""
+        for job_id, name in zip(job_ids, names):
+            self.jobs[job_id] = TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
         self._write_journal()
         if self.journal is not None and self.watchdog is None:
             self.watchdog = self.journal.start_watchdog()
-        logger.info("submitted job %s for worker %s", job_id, name)
-        return job_id
 
     async def submit_array(self, script: str, names: Sequence[str], log_paths: tuple[str, ...] = ()) -> list[str]:
         """Submit one array job whose element i runs worker names[i]; each element is
@@ -125,12 +131,7 @@ class JobTracker:
         self.commands_issued["submit"] += 1
         array_id = await self.system.submit(script, log_paths)
         ids = self.system.array_element_ids(array_id, len(names))
-        for job_id, name in zip(ids, names):
-            self.jobs[job_id] = TrackedJob(job_id, name,
-                                           log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
-        self._write_journal()
-        if self.journal is not None and self.watchdog is None:
-            self.watchdog = self.journal.start_watchdog()
+        self._track(ids, names, log_paths)
         logger.info("submitted array job %s: elements %s for workers %s", array_id, " ".join(ids), " ".join(names))
         return ids
 

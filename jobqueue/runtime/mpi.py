@@ -171,7 +171,6 @@ def _quiet(level: str | None = None) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-
 def _fail(message: str, code: int = 1):
     sys.stderr.write(f"jobqueue mpi: {message}\n")
     sys.stderr.flush()
