@@ -252,3 +252,15 @@ def test_your_environment_wins_over_the_fork_defaults():
             client.wait_for_workers(1, timeout=60)
             (facts,) = client.run(_facts_task()).values()
             assert facts["method"] == "spawn" and facts["omp"] == "3", facts
+
+
+def test_local_jobs_run_through_their_shebang_interpreter():
+    """The local system runs a script through its #! line (never exec'ing a file another
+    thread's fork may still hold open for writing: ETXTBSY)."""
+    from jobqueue.systems.local import interpreter_argv
+
+    assert interpreter_argv("#!/usr/bin/env bash\necho", "/j.sh") == ["/usr/bin/env", "bash", "/j.sh"]
+    assert interpreter_argv("#! /bin/bash -l\necho", "/j.sh") == ["/bin/bash", "-l", "/j.sh"]
+    assert interpreter_argv("#!/usr/bin/env python3 -u -X dev\n", "/j.sh") == ["/usr/bin/env", "python3 -u -X dev",
+                                                                                 "/j.sh"]  # one argument, as Linux
+    assert interpreter_argv("echo no shebang\n", "/j.sh") == ["/bin/sh", "/j.sh"]

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from typing import Sequence
 
@@ -21,7 +20,14 @@ from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
 
-_START_LOCK = threading.Lock()
+def interpreter_argv(script: str, path: str) -> list[str]:
+    """Run the script through its #! interpreter, as the kernel would, instead of exec'ing
+    the file: a child forked meanwhile by any thread of this process may still hold the
+    file's write descriptor, and exec'ing a file open for writing fails (ETXTBSY)."""
+    first = script.split("\n", 1)[0]
+    if first.startswith("#!") and first[2:].strip():
+        return [*first[2:].strip().split(None, 1), path]  # interpreter and at most one argument
+    return ["/bin/sh", path]
 
 
 class LocalSystem(BatchSystem):
@@ -50,19 +56,13 @@ class LocalSystem(BatchSystem):
         return self._dir
 
     def _start(self, script: str, log_paths: Sequence[str]) -> str:
-        # one at a time: a child forked by a parallel submission would inherit this
-        # script's still-open write descriptor, and exec'ing it would fail (ETXTBSY)
-        with _START_LOCK:
-            return self._start_locked(script, log_paths)
-
-    def _start_locked(self, script: str, log_paths: Sequence[str]) -> str:
         fd, path = tempfile.mkstemp(prefix="job-", suffix=".sh", dir=self.directory)
         with os.fdopen(fd, "w") as f:
             f.write(script)
         os.chmod(path, 0o700)
         with open(path[:-3] + ".out", "wb") as out, open(path[:-3] + ".err", "wb") as err:
-            proc = subprocess.Popen([path], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    start_new_session=True, cwd=os.getcwd())
+            proc = subprocess.Popen(interpreter_argv(script, path), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, start_new_session=True, cwd=os.getcwd())
         job_id = str(proc.pid)  # the job id is the pid of its process group leader
         self._procs[job_id] = proc
         if len(log_paths) != 2:
