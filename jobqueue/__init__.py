@@ -4,8 +4,9 @@
 >>> cluster = SLURMCluster(cores=8, memory="16GB", walltime="02:00:00")  # doctest: +SKIP
 >>> cluster.scale(jobs=10)                                               # doctest: +SKIP
 
-The cluster classes are imported on first use, so that code running inside an
-allocation (jobqueue.runtime) does not pay for jinja2 and the login-node machinery.
+Public names are imported on first use, so that code running inside an allocation
+(jobqueue.runtime) does not pay for jinja2 and the login-node machinery. The cluster
+classes come from the batch-system registry (jobqueue.systems.REGISTRY).
 """
 
 from . import config  # noqa: F401  (registers the jobqueue.* config defaults)
@@ -13,24 +14,31 @@ from . import config  # noqa: F401  (registers the jobqueue.* config defaults)
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SLURMCluster": "cluster", "SGECluster": "cluster", "PBSCluster": "cluster", "LocalCluster": "cluster",
-    "JobQueueCluster": "cluster", "connect": "cluster",
-    "JobSubmissionError": "cluster", "UnknownKeywordError": "cluster", "JobFailedError": "reports",
-    "CommandError": "commands", "CommandTimeout": "commands", "JobSpec": "spec",
+    "JobQueueCluster": "cluster", "connect": "security", "JobSubmissionError": "job",
+    "UnknownKeywordError": "keywords", "JobFailedError": "reports", "CommandError": "commands",
+    "CommandTimeout": "commands", "JobSpec": "spec",
 }
+# not exported by `from jobqueue import *`: it must not shadow distributed.LocalCluster
+_NOT_STARRED = {"LocalCluster"}
 
-__all__ = sorted(_LAZY)
+
+def _cluster_names() -> list[str]:
+    from .systems import all_systems
+
+    return [cls.cluster_name for cls in all_systems().values()]
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "__all__":
+        return sorted(set(_LAZY) | set(_cluster_names()) - _NOT_STARRED)
+    if name in _LAZY or (not name.startswith("_") and name in _cluster_names()):
+        value = getattr(importlib.import_module(f".{_LAZY.get(name, 'cluster')}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'jobqueue' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_cluster_names()))

@@ -1,19 +1,55 @@
-"""The `jobqueue` command: print job scripts, run a demo cluster."""
+"""The `jobqueue` command: print job scripts, run a demo cluster, clean up, run the MPI bootstrap.
+
+The systems it offers and the options of `jobqueue script` come from the batch-system
+registry and its keyword tables (jobqueue.keywords), so a new system or keyword appears
+here without an edit.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+if __name__ == "__main__" and not __package__:  # `python jobqueue/cli.py ...`: run it as jobqueue.cli
+    import os
+    import runpy
+
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runpy.run_module("jobqueue.cli", run_name="__main__", alter_sys=True)
+    raise SystemExit(0)
+
 import click
 
-CLUSTER_CLASSES = {"slurm": "SLURMCluster", "sge": "SGECluster", "pbs": "PBSCluster", "local": "LocalCluster"}
+from .keywords import CLUSTER_KEYWORDS, JOB_KEYWORDS, Keyword
+from .systems import REGISTRY, all_systems
 
 
 def _cluster_class(system: str):
-    import jobqueue
+    from .cluster import CLUSTER_CLASSES
 
-    return getattr(jobqueue, CLUSTER_CLASSES[system])
+    return CLUSTER_CLASSES[system]
+
+
+def _keyword_options(command):
+    """One option per keyword of any system (repeatable for lists, --x/--no-x for flags);
+    a keyword only some systems have says which in its help."""
+    systems = all_systems()
+    batch = [cls for name, cls in systems.items() if name != "local"]
+    seen: dict[str, tuple[Keyword, list[str]]] = {}
+    for kw in JOB_KEYWORDS + tuple(kw for cls in systems.values() for kw in cls.keywords) + CLUSTER_KEYWORDS:
+        if kw.option is not None and kw.name not in seen:
+            owners = [cls.display_name for cls in batch if kw in cls.keywords]
+            seen[kw.name] = (kw, owners if kw not in JOB_KEYWORDS + CLUSTER_KEYWORDS else [])
+    for kw, owners in reversed(list(seen.values())):
+        help_text = (", ".join(owners) + ": " if owners and len(owners) < len(batch) else "") + kw.help
+        flags = [kw.option] + ([kw.short] if kw.short else [])
+        if kw.type is bool:
+            command = click.option(f"{kw.option}/--no-{kw.option[2:]}", kw.name, default=None, help=help_text)(command)
+        elif kw.type is list:
+            command = click.option(*flags, kw.name, multiple=True, help=help_text + " (repeatable)")(command)
+        else:
+            command = click.option(*flags, kw.name, type=kw.type, help=help_text)(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,45 +59,16 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("system", type=click.Choice(sorted(CLUSTER_CLASSES)))
-@click.option("--cores", type=int, help="Cores per job (default: config jobqueue.<system>.cores).")
-@click.option("--memory", help='Memory per job, e.g. "16GB".')
-@click.option("--processes", type=int, help="Dask worker processes per job (default ~sqrt(cores)).")
-@click.option("--walltime", help='Job time limit, e.g. "01:00:00".')
-@click.option("--queue", "-q", help="Queue / partition.")
-@click.option("--account", "-A", help="Account to charge.")
-@click.option("--project", "-P", help="Grid Engine: project (-P).")
-@click.option("--resource-spec", help='PBS/Grid Engine: -l value, e.g. "select=1:ncpus=4:mem=8GB".')
-@click.option("--parallel-environment", help='Grid Engine: parallel environment for -pe, e.g. "smp".')
-@click.option("--job-name", help='Job name (default "dask-worker").')
-@click.option("--job-cpu", type=int, help="Slurm: --cpus-per-task; Grid Engine: -pe slots (if not --cores).")
-@click.option("--job-mem", help="Slurm: --mem value if different from --memory.")
-@click.option("--log-directory", help="Directory for the jobs' stdout/stderr files.")
-@click.option("--job-extra-directive", "job_extra_directives", multiple=True,
-              help='Extra directive, e.g. "--comment=x" (repeatable).')
-@click.option("--job-directive-skip", "job_directives_skip", multiple=True,
-              help='Directive key to leave out, e.g. "--mem" (repeatable).')
-@click.option("--prologue", "job_script_prologue", multiple=True,
-              help="Shell line to run before the workers start (repeatable).")
-@click.option("--epilogue", "job_script_epilogue", multiple=True,
-              help="Shell line to run after the workers end (repeatable).")
-@click.option("--worker-extra-arg", "worker_extra_args", multiple=True,
-              help="Extra argument for the dask worker command (repeatable).")
-@click.option("--python", help="Python on the compute nodes (default: this one).")
-@click.option("--interface", help="Network interface the workers use, e.g. ib0.")
-@click.option("--local-directory", help='Worker scratch space, e.g. "$TMPDIR".')
-@click.option("--nanny/--no-nanny", default=None, help="Start workers under a nanny (default yes).")
-@click.option("--death-timeout", type=float, help="Seconds a worker waits for its scheduler.")
-@click.option("--template", help="A Jinja2 template file to render instead of ours.")
+@click.argument("system", type=click.Choice(list(REGISTRY)))
+@_keyword_options
 @click.option("--scheduler-address", default=None,
               help="Address the workers connect to (default: a placeholder).")
-@click.option("--job-nodes", type=int, help="Slurm: nodes per job; cores/memory/processes are per node.")
 @click.option("--mpi", is_flag=True, default=False,
               help="Print a batch script that runs COMMAND (-- python analysis.py) with scheduler, client "
                    "and workers inside one allocation (the mpirun bootstrap).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def script(system: str, scheduler_address: str | None, template: str | None, mpi: bool, command: tuple,
-           **options) -> None:
+def script(system: str, scheduler_address: str | None, template: str | None, interface: str | None, mpi: bool,
+           command: tuple, **options) -> None:
     """Print the job script SYSTEM would run for one job, e.g.
 
         jobqueue script slurm --cores 4 --memory 8GB --walltime 01:00:00
@@ -82,7 +89,7 @@ def script(system: str, scheduler_address: str | None, template: str | None, mpi
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
               if v is not None and v != ()}
     try:
-        spec = cls.build_spec(**kwargs)
+        spec = cls.build_spec(interface=interface, **kwargs)
         if template is None:
             from . import config
 
@@ -98,7 +105,7 @@ def script(system: str, scheduler_address: str | None, template: str | None, mpi
 
 
 @main.command()
-@click.option("--system", type=click.Choice(["auto", *sorted(CLUSTER_CLASSES)]), default="auto",
+@click.option("--system", type=click.Choice(["auto", *REGISTRY]), default="auto",
               show_default=True, help="Batch system; auto = the one found on PATH, else local.")
 @click.option("--jobs", type=int, default=2, show_default=True, help="Jobs to start.")
 @click.option("--timeout", type=float, default=120, show_default=True,
@@ -154,17 +161,13 @@ def cleanup(dry_run: bool) -> None:
     cancels them within seconds of the owner's death. This catches what it could not
     (e.g. the login node rebooted).
     """
-    import glob
     import os
 
-    import dask
-
-    from . import config  # noqa: F401  (the state-directory default)
+    from .files import journals
     from .watchdog import cancel_jobs, owner_gone, read
 
-    state_dir = os.path.expanduser(dask.config.get("jobqueue.state-directory", "~/.jobqueue"))
     stale = 0
-    for path in sorted(glob.glob(os.path.join(state_dir, "journals", "*.json"))):
+    for path in journals():
         data = read(path)
         if data is None or not owner_gone(data):
             continue
@@ -211,9 +214,6 @@ def _slow_square(x: int) -> int:
     return x * x
 
 
-if __name__ == "__main__":
-    main()
-
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                 "help_option_names": []}, add_help_option=False)
@@ -230,3 +230,7 @@ def mpi(ctx: click.Context) -> None:
     from .runtime.mpi import main as mpi_main
 
     raise SystemExit(mpi_main(list(ctx.args)))
+
+
+if __name__ == "__main__":
+    main()

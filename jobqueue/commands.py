@@ -10,6 +10,7 @@ import asyncio
 import logging
 import shlex
 import subprocess
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -75,6 +76,34 @@ def run(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, input: str | N
     return result
 
 
+async def in_thread(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a thread of its own, awaited from the event loop.
+
+    Not the loop's default executor: at interpreter exit (a script that ends without
+    close(), Ctrl-C) Python shuts executors down before atexit handlers run, and the
+    close that cancels our jobs would fail with "cannot schedule new futures after
+    shutdown"; a plain thread can still be started there."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: str, value) -> None:
+        if not future.done():
+            getattr(future, outcome)(value)
+
+    def target() -> None:
+        try:
+            outcome, value = "set_result", fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            outcome, value = "set_exception", exc
+        try:
+            loop.call_soon_threadsafe(settle, outcome, value)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+            pass
+
+    threading.Thread(target=target, name="jobqueue-command", daemon=True).start()
+    return await future
+
+
 async def run_async(argv: Sequence[str], **kwargs) -> CommandResult:
-    """:func:`run` in a worker thread, for callers on an event loop."""
-    return await asyncio.to_thread(run, argv, **kwargs)
+    """:func:`run` in a thread, for callers on an event loop."""
+    return await in_thread(run, argv, **kwargs)

@@ -53,6 +53,16 @@ def exit_code_from_logs(paths) -> int | None:
     return None
 
 
+def job_logs(jobs: Iterable[TrackedJob]) -> dict[str, str]:
+    """The whole stdout and stderr of each job, by job id (files that do not exist are left out)."""
+    out = {}
+    for job in jobs:
+        parts = [f"--- {path}\n{text}" for path in job.log_paths if (text := tail(path, lines=10**6)) is not None]
+        if parts:
+            out[job.job_id] = "\n".join(parts)
+    return out
+
+
 def describe_end(job: TrackedJob) -> str:
     """e.g. "failed, exit code 3 (NonZeroExitCode)" or "timeout (TimeLimit)"."""
     words = job.display_state

@@ -165,7 +165,8 @@ def render_mpi(spec: JobSpec, system: BatchSystem, command: Sequence[str], templ
     launcher = system.mpi_launcher(spec)
     workers = spec.workers_per_job
     tasks = workers + 2  # + the scheduler and the client
-    spec = dataclasses.replace(spec, extra={**spec.extra, "mpi_tasks": tasks}, python=interpreter)
+    spec = dataclasses.replace(spec, system_options={**spec.system_options, "mpi_tasks": tasks},
+                               python=interpreter)
     argv = [interpreter, "-m", MPI_RUNTIME, "--nthreads", str(spec.threads_per_process),
             "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", "")]
     # workers run without a nanny, as dask-mpi's: the launcher owns the processes

@@ -190,7 +190,8 @@ class JobSpec:
     local_directory: str | None = None
     interface: str | None = None
     protocol: str | None = None
-    extra: dict = field(default_factory=dict)
+    # what only one system reads (SGE's parallel_environment, the MPI script's task count)
+    system_options: dict = field(default_factory=dict)
 
     @classmethod
     def create(cls, *, cores: Any, memory: Any, processes: Any = None, walltime: Any = None,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .commands import CommandError
-from .files import write_private
+from .files import private_dir, write_private
 from .systems.base import BatchSystem, JobState
-from .watchdog import start_time
+from .watchdog import process_identity
 
 logger = logging.getLogger("jobqueue.tracker")
 
@@ -59,17 +59,20 @@ class TrackedJob:
 
 
 class Journal:
-    """Owner-only JSON file listing a cluster's live job ids and how to cancel them."""
+    """Owner-only JSON file listing a cluster's live job ids and the exact command that
+    cancels them, so the watchdog and `jobqueue cleanup` need no table of systems."""
 
-    def __init__(self, path: str, system: str, owner_pid: int | None = None):
+    def __init__(self, path: str, system: BatchSystem, owner_pid: int | None = None):
         self.path = path
         self.system = system
         self.owner_pid = owner_pid or os.getpid()
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        self.owner_started = process_identity(self.owner_pid)
+        private_dir(os.path.dirname(path))
 
     def write(self, job_ids: Sequence[str]) -> None:
-        data = {"owner_pid": self.owner_pid, "owner_started": start_time(self.owner_pid),
-                "system": self.system, "job_ids": list(job_ids), "updated": time.time()}
+        data = {"owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
+                "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
+                "updated": time.time()}
         write_private(self.path, json.dumps(data))
 
     def remove(self) -> None:
@@ -109,31 +112,32 @@ class JobTracker:
             except OSError as exc:  # the journal is a safety net; never fail a job for it
                 logger.warning("could not write the job journal %s: %s", self.journal.path, exc)
 
-    async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> str:
+    async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> TrackedJob:
         self.commands_issued["submit"] += 1
         job_id = await self.system.submit(script, log_paths)
-        self._track([job_id], [name], log_paths)
         logger.info("submitted job %s for worker %s", job_id, name)
-        return job_id
+        return self._track([job_id], [name], log_paths)[0]
 
-    def _track(self, job_ids: Sequence[str], names: Sequence[str], log_paths: tuple[str, ...]) -> None:
+    def _track(self, job_ids: Sequence[str], names: Sequence[str], log_paths: tuple[str, ...]) -> list[TrackedJob]:
         """Record newly submitted jobs (%J in log paths is each one's id), journal them,
         and start the watchdog with the first."""
-        for job_id, name in zip(job_ids, names):
-            self.jobs[job_id] = TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+        records = [TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+                   for job_id, name in zip(job_ids, names)]
+        self.jobs.update((r.job_id, r) for r in records)
         self._write_journal()
         if self.journal is not None and self.watchdog is None:
             self.watchdog = self.journal.start_watchdog()
+        return records
 
-    async def submit_array(self, script: str, names: Sequence[str], log_paths: tuple[str, ...] = ()) -> list[str]:
+    async def submit_array(self, script: str, names: Sequence[str],
+                           log_paths: tuple[str, ...] = ()) -> list[TrackedJob]:
         """Submit one array job whose element i runs worker names[i]; each element is
-        tracked (and cancelled) as a job of its own. Returns the element ids."""
+        tracked (and cancelled) as a job of its own."""
         self.commands_issued["submit"] += 1
         array_id = await self.system.submit(script, log_paths)
         ids = self.system.array_element_ids(array_id, len(names))
-        self._track(ids, names, log_paths)
         logger.info("submitted array job %s: elements %s for workers %s", array_id, " ".join(ids), " ".join(names))
-        return ids
+        return self._track(ids, names, log_paths)
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel ``job_ids`` with one command; already finished jobs are no error.

@@ -7,55 +7,61 @@ Started by each cluster as a small detached process:
 It is run as a file, not with -m, so it imports nothing of jobqueue or dask and starts
 in milliseconds. Every half second it checks that the journal still exists (the owner
 removes it after a clean close: the watchdog then exits) and that the owner is alive.
-When the owner is gone (SIGKILL, OOM killer, a crashed node session) it cancels every
-job the journal lists, with the batch system's own cancel command, and exits.
+When the owner is gone (SIGKILL, OOM killer, a crashed node session) it runs the cancel
+command the journal records (the batch system's own, for every job it lists) and exits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 
-CANCEL = {"slurm": ["scancel"], "pbs": ["qdel"], "sge": ["qdel"]}
+import psutil
 
 
-def start_time(pid: int):
-    """Start time of pid in clock ticks since boot (tells a dead owner from a reused pid)."""
+def process_identity(pid: int) -> float | None:
+    """When ``pid`` started (tells a dead owner from a reused pid); None if it is not running."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return float(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError):
         return None
 
 
 def owner_gone(data: dict) -> bool:
-    """Has the process that wrote this journal ended?"""
-    start = start_time(int(data["owner_pid"]))
-    return start is None or (data.get("owner_started") is not None and start != data["owner_started"])
+    """Has the process that wrote this journal ended? A zombie (ended, not yet reaped by a
+    parent that does not wait for it) has ended."""
+    pid = int(data["owner_pid"])
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return True
+        started = proc.create_time()
+    except psutil.Error:
+        return True
+    recorded = data.get("owner_started")
+    return recorded is not None and abs(started - float(recorded)) > 1e-3  # the pid was reused
 
 
 def cancel_jobs(data: dict, timeout: float = 60.0) -> str:
-    """Cancel what the journal lists; return a line saying what was done."""
+    """Run the journal's cancel command; return a line saying what was done."""
     ids = [str(i) for i in data.get("job_ids", [])]
     if not ids:
         return "no live jobs"
-    system = data.get("system")
-    if system == "local":
-        for pid in ids:  # local job ids are process-group leaders
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, ValueError):
-                pass
-        return f"killed local job process groups {' '.join(ids)}"
-    argv = CANCEL[system] + ids
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    argv = data.get("cancel_argv")
+    if not argv:
+        return f"the journal names no cancel command; cancel {data.get('system')} jobs {' '.join(ids)} by hand"
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`{shlex.join(argv)}` failed: {exc}"
     if out.returncode != 0:
-        return f"`{' '.join(argv)}` failed with exit code {out.returncode}: {out.stderr.strip()}"
-    return f"cancelled {system} jobs {' '.join(ids)}"
+        return f"`{shlex.join(argv)}` failed with exit code {out.returncode}: {out.stderr.strip()}"
+    return f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
 
 
 def read(path: str):

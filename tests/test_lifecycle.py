@@ -65,7 +65,7 @@ def test_failing_prologue_surfaces_stderr_within_seconds(request, system):
         assert "module: python/9.9 not found" in report
         assert elapsed < 60, f"took {elapsed:.1f} s"
         submitted = len(cluster.tracker.jobs)
-        assert submitted <= 2 + cluster._max_start_failures  # no thrashing queue
+        assert submitted <= 2 + cluster.supervisor.max_start_failures  # no thrashing queue
         time.sleep(2)
         assert len(cluster.tracker.jobs) == submitted  # and nothing more after giving up
         assert all(r.state == "failed" for r in cluster.jobs)
@@ -185,7 +185,8 @@ def test_cleanup_cancels_what_stale_journals_list(tmp_path, monkeypatch):
     dead_owner = subprocess.Popen(["true"])
     dead_owner.wait()
     (tmp_path / "journals" / "c1.json").write_text(json.dumps(
-        {"owner_pid": dead_owner.pid, "owner_started": None, "system": "local", "job_ids": [str(victim.pid)]}))
+        {"owner_pid": dead_owner.pid, "owner_started": None, "system": "local", "job_ids": [str(victim.pid)],
+         "cancel_argv": ["kill", "-KILL", "--", f"-{victim.pid}"]}))
     (tmp_path / "journals" / "c2.json").write_text(json.dumps(
         {"owner_pid": os.getpid(), "owner_started": None, "system": "local", "job_ids": ["1"]}))
     import dask
@@ -193,7 +194,7 @@ def test_cleanup_cancels_what_stale_journals_list(tmp_path, monkeypatch):
     with dask.config.set({"jobqueue.state-directory": str(tmp_path)}):
         result = CliRunner().invoke(main, ["cleanup"])
     assert result.exit_code == 0, result.output
-    assert f"killed local job process groups {victim.pid}" in result.output
+    assert f"cancelled local jobs {victim.pid} (`kill -KILL -- -{victim.pid}`)" in result.output
     assert victim.wait(10) == -signal.SIGKILL
     assert not (tmp_path / "journals" / "c1.json").exists()
     assert (tmp_path / "journals" / "c2.json").exists()  # its owner (this process) lives

@@ -67,7 +67,7 @@ def test_tls_by_default_and_strangers_are_refused(system, backend):
             assert _refused(cluster.scheduler_address, "other-credentials")
             assert future.result() == 42
             assert not any("PRIVATE KEY" in c or "BEGIN CERTIFICATE" in c for c in _cmdlines())
-            secrets = cluster._secrets_dir
+            secrets = cluster._credentials.directory
             assert _mode(secrets) == 0o700
             files = os.listdir(secrets)
             assert {"worker-ca_file.pem", "worker-cert.pem", "worker-key.pem"} <= set(files)

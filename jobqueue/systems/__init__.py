@@ -1,31 +1,55 @@
-"""Batch systems, by name. A new system is one module here plus one template."""
+"""The registry of batch systems: one line each.
+
+A system is its module here (a BatchSystem subclass declaring its names, keywords,
+directives and commands), its template in jobqueue/templates, and one line below. The
+cluster classes (jobqueue.SLURMCluster, ...), the `jobqueue script` / `jobqueue demo`
+choices and the lazy public names are derived from this list. Its order is the
+detection order of `jobqueue demo`: sbatch, then qsub with qconf (Grid Engine), then any
+other qsub (PBS); the local system comes last and is always available.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from .base import BatchSystem, Directive, JobState, JobStatus
-from .local import LocalSystem
-from .pbs import PBSSystem
-from .sge import SGESystem
-from .slurm import SlurmSystem
 
-# detection order: sbatch, then qsub with qconf (Grid Engine), then any other qsub (PBS)
-SYSTEMS: dict[str, type[BatchSystem]] = {
-    "slurm": SlurmSystem, "sge": SGESystem, "pbs": PBSSystem, "local": LocalSystem}
+REGISTRY: dict[str, str] = {  # system name -> "module:class"
+    "slurm": "slurm:SlurmSystem",
+    "sge": "sge:SGESystem",
+    "pbs": "pbs:PBSSystem",
+    "local": "local:LocalSystem",
+}
 
 
-def get_system(name: str) -> type[BatchSystem]:
+def load(name: str) -> type[BatchSystem]:
+    """The BatchSystem class registered as ``name``."""
     try:
-        return SYSTEMS[name]
+        module, cls = REGISTRY[name].split(":")
     except KeyError:
-        raise ValueError(f"unknown batch system {name!r}; choose one of {sorted(SYSTEMS)}") from None
+        raise ValueError(f"unknown batch system {name!r}; choose one of {', '.join(REGISTRY)}") from None
+    return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+
+def all_systems() -> dict[str, type[BatchSystem]]:
+    return {name: load(name) for name in REGISTRY}
 
 
 def detect_system() -> str:
     """The batch system whose submit command is on PATH, else "local"."""
-    for name, cls in SYSTEMS.items():
+    for name, cls in all_systems().items():
         if name != "local" and cls().available():
             return name
     return "local"
 
 
-__all__ = ["BatchSystem", "LocalSystem", "PBSSystem", "SGESystem", "SlurmSystem", "Directive", "JobState", "JobStatus", "SYSTEMS", "get_system", "detect_system"]
+def __getattr__(name: str):
+    # SlurmSystem, SGESystem, ... by class name, loaded on first use
+    for system, entry in REGISTRY.items():
+        if entry.endswith(":" + name):
+            return load(system)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BatchSystem", "Directive", "JobState", "JobStatus", "REGISTRY", "load", "all_systems",
+           "detect_system", *[entry.split(":")[1] for entry in REGISTRY.values()]]

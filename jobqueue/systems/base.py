@@ -1,8 +1,11 @@
 """BatchSystem: what differs between Slurm, PBS, SGE and the local runner.
 
-A batch system turns a :class:`~jobqueue.spec.JobSpec` into directive lines, and knows
-the argv of its submit, status and cancel commands and how to read their output. It
-knows nothing about Dask. Adding a batch system is one module here plus one template.
+A batch system declares everything about itself on its class: its names, its keywords
+and their config section, deprecated aliases, environment defaults, directives, the argv
+of its submit, status and cancel commands and how to read their output, and whether it
+has job arrays. The cluster class, the CLI options, the docstrings and the watchdog's
+cancel command are all derived from that (see docs/add-a-system.md). It knows nothing
+about Dask.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
 from ..commands import CommandError, CommandResult, run_async
+from ..keywords import Keyword
 from ..spec import JobSpec, check_line_value
 
 
@@ -59,13 +63,18 @@ class Directive:
 class BatchSystem:
     """Base class: one instance per cluster (the local system keeps process state)."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""          # CLI name and config section jobqueue.<name>
     display_name: ClassVar[str] = ""  # as users call it, in messages
+    cluster_name: ClassVar[str] = ""  # the public cluster class, e.g. "SLURMCluster"
+    summary: ClassVar[str] = ""       # first line of the cluster class's docstring
+    example: ClassVar[str] = ""       # its doctest example
+    keywords: ClassVar[tuple[Keyword, ...]] = ()     # keywords only this system has
+    deprecated: ClassVar[dict[str, str]] = {}        # its deprecated aliases, old -> new
+    keyword_env: ClassVar[dict[str, str]] = {}       # keyword -> environment variable default
     directive_prefix: ClassVar[str] = ""
     submit_command: ClassVar[str] = ""
     cancel_command: ClassVar[str] = ""
     template: ClassVar[str] = "base.sh.j2"
-    job_id_env: ClassVar[str] = ""
     command_timeout: float = 60.0
 
     # --- script side -------------------------------------------------------------
@@ -106,6 +115,13 @@ class BatchSystem:
             raise ValueError(f"invalid log_directory={spec.log_directory!r} ({self.display_name} directives "
                              "cannot hold spaces); write something like log_directory=\"logs\"")
         return spec.log_directory
+
+    def directory_log_directives(self, spec: JobSpec) -> list[Directive]:
+        """-e <dir>/ and -o <dir>/: the system names the files itself (PBS, Grid Engine)."""
+        if spec.log_directory is None:
+            return []
+        log_dir = self.checked_log_directory(spec)
+        return [Directive("-e", f"{log_dir}/"), Directive("-o", f"{log_dir}/")]
 
     async def _cancel_tolerating_gone(self, job_ids: Sequence[str], is_error) -> None:
         """Cancel with one command; only output lines ``is_error`` accepts fail it, so ids

@@ -7,7 +7,6 @@ own, so cancelling a job kills everything its script started.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ import tempfile
 import time
 from typing import Sequence
 
+from ..commands import in_thread
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
@@ -32,6 +32,14 @@ def interpreter_argv(script: str, path: str) -> list[str]:
 
 class LocalSystem(BatchSystem):
     name = "local"
+    display_name = "local"
+    cluster_name = "LocalCluster"
+    summary = ("A batch system on this machine: each job script runs as a local process group.\n\n"
+               "This is not ``distributed.LocalCluster``: jobs are real job scripts (prologue, directives, "
+               "walltime retirement, logs, journal and watchdog) run without a batch system -- for laptops, "
+               "tests and the demo. ``from jobqueue import *`` does not export it, so it never shadows "
+               "distributed's class; import it by name.")
+    example = ">>> cluster = LocalCluster(cores=1, memory=\"1GB\")  # doctest: +SKIP"
     directive_prefix = "#LOCAL"
     submit_command = "bash"
     cancel_command = "kill"
@@ -73,7 +81,7 @@ class LocalSystem(BatchSystem):
         return job_id
 
     async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
-        return await asyncio.to_thread(self._start, script, list(log_paths))
+        return await in_thread(self._start, script, list(log_paths))
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         out = {}
@@ -116,8 +124,12 @@ class LocalSystem(BatchSystem):
                 pass
             proc.wait()
 
+    def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
+        # what the watchdog runs if this process dies: a job id is its process group's id
+        return ["kill", "-KILL", "--", *[f"-{i}" for i in job_ids]]
+
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        await asyncio.to_thread(self._kill, list(job_ids))
+        await in_thread(self._kill, list(job_ids))
 
     def close(self) -> None:
         self._kill(list(self._procs))

@@ -20,6 +20,7 @@ import tempfile
 from typing import Any, Sequence
 
 from ..commands import CommandError, CommandResult, run_async
+from ..keywords import ACCOUNT, QUEUE, RESOURCE_SPEC
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
@@ -90,6 +91,14 @@ def _loads(text: str) -> dict:
 class PBSSystem(BatchSystem):
     name = "pbs"
     display_name = "PBS"
+    cluster_name = "PBSCluster"
+    summary = ("A Dask cluster whose workers are PBS jobs: OpenPBS, PBS Pro or Torque (keywords as "
+               "dask-jobqueue's PBSCluster).")
+    example = ('>>> cluster = PBSCluster(cores=8, memory="16GB", walltime="02:00:00", account="proj")'
+               '  # doctest: +SKIP')
+    keywords = (QUEUE, ACCOUNT, RESOURCE_SPEC)
+    deprecated = {"project": "account"}
+    keyword_env = {"account": "PBS_ACCOUNT"}
     # "openpbs" or "torque": from `qsub --version` before the first array, or when a
     # qstat rejects -F json (then the plain Torque table is read instead)
     flavour: str | None = None
@@ -98,7 +107,6 @@ class PBSSystem(BatchSystem):
     cancel_command = "qdel"
     status_command = "qstat"
     template = "pbs.sh.j2"
-    job_id_env = "PBS_JOBID"
 
     def available(self) -> bool:
         """qsub on PATH and not Grid Engine's (which comes with qconf)."""
@@ -120,10 +128,7 @@ class PBSSystem(BatchSystem):
         d.append(Directive("-l", resource_spec))
         if spec.walltime is not None:
             d.append(Directive("-l", f"walltime={spec.walltime_hms}"))
-        if spec.log_directory is not None:
-            log_dir = self.checked_log_directory(spec)
-            d.append(Directive("-e", f"{log_dir}/"))
-            d.append(Directive("-o", f"{log_dir}/"))
+        d += self.directory_log_directives(spec)
         return d
 
     array_index_env = "PBS_ARRAY_INDEX"

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from typing import Sequence
 
 from ..commands import CommandError, CommandResult, run_async
+from ..keywords import JOB_CPU, QUEUE, RESOURCE_SPEC, Keyword
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
@@ -55,12 +56,21 @@ def sge_state(code: str) -> tuple[JobState, str, bool]:
 class SGESystem(BatchSystem):
     name = "sge"
     display_name = "Grid Engine"
+    cluster_name = "SGECluster"
+    summary = ("A Dask cluster whose workers are Grid Engine jobs (keywords as dask-jobqueue's SGECluster).\n\n"
+               "``parallel_environment`` (e.g. \"smp\") with ``job_cpu`` adds ``-pe <pe> <slots>``; ``job_cpu`` "
+               "alone uses the \"smp\" parallel environment.")
+    example = ('>>> cluster = SGECluster(cores=8, memory="16GB", walltime="02:00:00", queue="all.q")'
+               '  # doctest: +SKIP')
+    keywords = (QUEUE, Keyword("project", "project", "Project charged for the jobs (-P).", short="-P"),
+                RESOURCE_SPEC, JOB_CPU,
+                Keyword("parallel_environment", "parallel-environment",
+                        'Parallel environment for -pe, e.g. "smp" ("smp" when only job_cpu is set).'))
     directive_prefix = "#$"
     submit_command = "qsub"
     cancel_command = "qdel"
     status_command = "qstat"
     template = "sge.sh.j2"
-    job_id_env = "JOB_ID"
 
     def available(self) -> bool:
         """qsub on PATH and it is Grid Engine's (qconf exists only there)."""
@@ -76,7 +86,7 @@ class SGESystem(BatchSystem):
             d.append(Directive("-q", spec.queue))
         if spec.project is not None:
             d.append(Directive("-P", spec.project))
-        pe = spec.extra.get("parallel_environment")
+        pe = spec.system_options.get("parallel_environment")
         if pe is None and spec.job_cpu is not None:
             pe = "smp"
         if pe is not None:
@@ -85,10 +95,7 @@ class SGESystem(BatchSystem):
             d.append(Directive("-l", spec.resource_spec))
         if spec.walltime is not None:
             d.append(Directive("-l", f"h_rt={spec.walltime_hms}"))
-        if spec.log_directory is not None:
-            log_dir = self.checked_log_directory(spec)
-            d.append(Directive("-e", f"{log_dir}/"))
-            d.append(Directive("-o", f"{log_dir}/"))
+        d += self.directory_log_directives(spec)
         d.append(Directive("-cwd"))
         d.append(Directive("-j", "y"))
         return d

@@ -7,6 +7,7 @@ import re
 from typing import Sequence
 
 from ..commands import CommandError, CommandResult, run_async
+from ..keywords import ACCOUNT, JOB_CPU, QUEUE, Keyword
 from ..spec import JobSpec
 from .base import BatchSystem, Directive, JobState, JobStatus
 
@@ -40,12 +41,20 @@ def slurm_format_bytes_ceil(n: int) -> str:
 class SlurmSystem(BatchSystem):
     name = "slurm"
     display_name = "Slurm"
+    cluster_name = "SLURMCluster"
+    summary = "A Dask cluster whose workers are Slurm jobs (keywords as dask-jobqueue's SLURMCluster)."
+    example = ('>>> cluster = SLURMCluster(cores=8, memory="16GB", walltime="02:00:00", account="proj")'
+               '  # doctest: +SKIP\n>>> cluster.scale(jobs=10)  # doctest: +SKIP')
+    keywords = (QUEUE, ACCOUNT, JOB_CPU,
+                Keyword("job_mem", "job-mem", "--mem value when different from memory, e.g. \"16G\"."),
+                Keyword("job_nodes", "job-nodes", "Nodes per job; cores, memory and processes are per node, "
+                        "workers start with srun.", int, "1"))
+    deprecated = {"project": "account"}
     directive_prefix = "#SBATCH"
     submit_command = "sbatch"
     cancel_command = "scancel"
     status_command = "squeue"
     template = "slurm.sh.j2"
-    job_id_env = "SLURM_JOB_ID"
 
     def directives(self, spec: JobSpec) -> list[Directive]:
         d: list[Directive] = []
@@ -60,11 +69,11 @@ class SlurmSystem(BatchSystem):
             d.append(Directive("-p", spec.queue))
         if spec.account is not None:
             d.append(Directive("-A", spec.account))
-        if spec.extra.get("mpi_tasks"):
+        if spec.system_options.get("mpi_tasks"):
             # the bootstrap: scheduler + client + workers as tasks of one srun
             if spec.job_nodes > 1:
                 d.append(Directive("-N", str(spec.job_nodes)))
-            d.append(Directive("-n", str(spec.extra["mpi_tasks"])))
+            d.append(Directive("-n", str(spec.system_options["mpi_tasks"])))
             d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.threads_per_process), "="))
         elif spec.job_nodes > 1:
             # one task per worker on each node, started by srun in the job script

@@ -1,0 +1,191 @@
+"""Job (one SpecCluster "worker": one batch job) and the SubmissionQueue that brings the
+jobs of one cluster to the batch system: queue limits, array batching, the job script.
+
+Why two records per job, Job and TrackedJob: a Job is SpecCluster's handle on a worker
+slot (a distributed ProcessInterface, created and closed by SpecCluster); a TrackedJob
+(jobqueue.tracker) is the batch system's job, kept by a tracker that imports no dask and
+outlives the Job (its state is shown after the slot closed, and the journal follows it).
+A Job holds its TrackedJob as ``record``: no join by name or id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Sequence
+
+from distributed.core import Status
+from distributed.deploy.spec import ProcessInterface
+
+from .commands import CommandError
+from .scripts import PLACEHOLDER_ADDRESS, render
+from .spec import JobSpec
+from .systems import BatchSystem, JobState
+from .tracker import JobTracker, TrackedJob
+
+logger = logging.getLogger("jobqueue")
+
+
+class JobSubmissionError(RuntimeError):
+    """The batch system refused a job; carries the system's own error message."""
+
+    def __init__(self, system: str, worker_name: str, cause: Exception):
+        self.system = system
+        self.worker_name = worker_name
+        self.cause = cause
+        super().__init__(f"{system} rejected the job for worker {worker_name!r}: {cause}")
+
+
+class SubmissionQueue:
+    """Submits a cluster's jobs: one at a time, or the jobs started in the same moment
+    (one scale() call) as one array job; jobs over ``max_jobs`` / ``max_pending_jobs``
+    wait here, in order, until :meth:`submit_waiting` gives them their turn."""
+
+    def __init__(self, spec: JobSpec, system: BatchSystem, tracker: JobTracker, *, template: str | None = None,
+                 worker_args: Sequence[str] = (), max_jobs: int | None = None,
+                 max_pending_jobs: int | None = None, job_array: bool = True):
+        self.spec = spec
+        self.system = system
+        self.tracker = tracker
+        self.template = template
+        self.worker_args = tuple(worker_args)
+        self.max_jobs = max_jobs
+        self.max_pending_jobs = max_pending_jobs
+        self.job_array = job_array
+        self.waiting: list[Job] = []  # held back by a limit, in the order they were asked for
+        self.in_flight = 0  # submissions started but not answered yet (they count as pending)
+        self._batch: list[tuple[Job, asyncio.Future]] = []
+        self._batch_task: asyncio.Future | None = None
+        self.render()  # a template or value error fails now, not once per job
+
+    def render(self, scheduler_address: str | None = None, worker_name: str = "dummy-name",
+               array_names: Sequence[str] = ()) -> str:
+        return render(self.spec, self.system, scheduler_address=scheduler_address or PLACEHOLDER_ADDRESS,
+                      worker_name=worker_name, template=self.template, extra_worker_args=self.worker_args,
+                      array_names=array_names)
+
+    @property
+    def limits(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in (("max_jobs", self.max_jobs),
+                                                  ("max_pending_jobs", self.max_pending_jobs)) if v)
+
+    def may_submit(self) -> bool:
+        live = [j for j in self.tracker.jobs.values() if not j.finished and not j.cancelled_by_us]
+        if self.max_jobs is not None and len(live) + self.in_flight >= self.max_jobs:
+            return False
+        pending = sum(1 for j in live if j.state in (JobState.PENDING, JobState.UNKNOWN)) + self.in_flight
+        return self.max_pending_jobs is None or pending < self.max_pending_jobs
+
+    async def start(self, job: Job) -> None:
+        """Submit ``job`` now (alone or in this moment's array), or queue it behind a limit."""
+        if self.waiting or not self.may_submit():
+            self.waiting.append(job)
+        elif self.job_array and self.system.supports_arrays:
+            await self._join_batch(job)
+        else:
+            await self.submit(job)
+
+    def withdraw(self, job: Job) -> None:
+        if job in self.waiting:
+            self.waiting.remove(job)
+
+    async def submit(self, job: Job) -> None:
+        self.in_flight += 1
+        try:
+            await self._submit_one(job)
+        finally:
+            self.in_flight -= 1
+
+    async def submit_waiting(self, running) -> None:
+        """Waiting jobs get their turn, in order, while ``running()`` and the limits allow.
+        A refused submission stops the round (raised: the cluster records it)."""
+        while self.waiting and self.may_submit() and running():
+            await self.submit(self.waiting.pop(0))
+
+    async def _submit_one(self, job: Job) -> None:
+        try:
+            script = self.render(job.scheduler_address, str(job.name))
+            job.record = await self.tracker.submit(script, str(job.name), self.system.log_paths(self.spec))
+        except Exception as exc:
+            raise job.fail(exc) from exc
+
+    async def _join_batch(self, job: Job) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._batch.append((job, future))
+        self.in_flight += 1
+        if self._batch_task is None:
+            self._batch_task = asyncio.ensure_future(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        for _ in range(3):  # let every start() of this scale() join the batch
+            await asyncio.sleep(0)
+        batch, self._batch, self._batch_task = self._batch, [], None
+        try:
+            if len(batch) == 1:
+                job, future = batch[0]
+                await self._submit_one(job)
+                future.set_result(None)
+                return
+            jobs = [job for job, _ in batch]
+            names = [str(job.name) for job in jobs]
+            try:
+                script = self.render(jobs[0].scheduler_address, array_names=names)
+                records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec))
+            except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
+                for job, future in batch:
+                    if not future.done():
+                        future.set_exception(job.fail(exc))
+                return
+            for (job, future), record in zip(batch, records):
+                job.record = record
+                future.set_result(None)
+        except Exception as exc:  # noqa: BLE001
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self.in_flight -= len(batch)
+
+
+class Job(ProcessInterface):
+    """One batch job of a cluster (one SpecCluster "worker", possibly several processes)."""
+
+    def __init__(self, scheduler: str | None = None, name: str | None = None, *,
+                 submissions: SubmissionQueue, **_sizes: Any):
+        # _sizes holds cores/memory, which SpecCluster reads from the spec to scale by
+        # cores= or memory=; the job's size is submissions.spec
+        super().__init__(scheduler=scheduler, name=name)
+        self.scheduler_address = scheduler
+        self.name = name
+        self.record: TrackedJob | None = None
+        self.error: Exception | None = None
+        self.submissions = submissions
+
+    @property
+    def job_id(self) -> str | None:
+        return None if self.record is None else self.record.job_id
+
+    def job_script(self) -> str:
+        return self.submissions.render(self.scheduler_address, str(self.name))
+
+    async def start(self) -> None:
+        await self.submissions.start(self)
+        await super().start()
+
+    def fail(self, exc: Exception) -> JobSubmissionError:
+        self.status = Status.failed
+        self.error = JobSubmissionError(self.submissions.system.name, str(self.name), exc)
+        return self.error
+
+    async def close(self) -> None:
+        self.submissions.withdraw(self)
+        if self.record is not None:
+            try:
+                await self.submissions.tracker.cancel([self.record.job_id])
+            except CommandError as exc:
+                logger.warning("could not cancel job %s of worker %s: %s", self.record.job_id, self.name, exc)
+        await super().close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} job_id={self.job_id} status={self.status.name}>"
