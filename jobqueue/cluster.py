@@ -176,7 +176,9 @@ class JobQueueCluster(SpecCluster):
             jobs = max(jobs, math.ceil(parse_bytes(memory) / (spec.memory * spec.job_nodes)))
         if cores is not None:
             jobs = max(jobs, math.ceil(cores / (spec.cores * spec.job_nodes)))
-        if jobs and self.status not in (Status.closing, Status.closed) and not self._system.available():
+        if jobs:
+            self._refuse_if_closed(f"scale({jobs} jobs)")
+        if jobs and not self._system.available():
             raise RuntimeError(
                 f"cannot submit {self._system.name} jobs: `{self._system.submit_command}` is not on PATH "
                 f"on this machine. Run on a login node of the cluster, or use jobqueue.LocalCluster.")
@@ -198,12 +200,18 @@ class JobQueueCluster(SpecCluster):
 
     def adapt(self, *args, minimum_jobs: int | None = None, maximum_jobs: int | None = None, **kwargs):
         """Scale with load between ``minimum_jobs`` and ``maximum_jobs`` (or workers, as in Dask)."""
+        self._refuse_if_closed("adapt()")
         processes = self.job_spec.workers_per_job
         if minimum_jobs is not None:
             kwargs["minimum"] = minimum_jobs * processes
         if maximum_jobs is not None:
             kwargs["maximum"] = maximum_jobs * processes
         return super().adapt(*args, **kwargs)
+
+    def _refuse_if_closed(self, what: str) -> None:
+        if self.status in (Status.closing, Status.closed):
+            raise RuntimeError(f"cannot {what}: this {type(self).__name__} is {self.status.name} (its jobs were "
+                               f"cancelled); start a new cluster, e.g. {type(self).__name__}(cores=..., memory=...)")
 
     def _job_names_with_workers(self) -> set:
         return {self._job_of(str(ws.get("name"))) for ws in self.scheduler_info.get("workers", {}).values()}
@@ -240,7 +248,14 @@ class JobQueueCluster(SpecCluster):
                  if name not in self.workers or self.workers[name].status != Status.failed)
         return ok * self.job_spec.workers_per_job
 
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        """Block until ``n_workers`` workers run; raises at once with the batch system's error
+        when the jobs cannot bring them, and says so when the cluster is closed."""
+        self._refuse_if_closed(f"wait for {n_workers} workers")
+        return super().wait_for_workers(n_workers, timeout=timeout)
+
     async def _wait_for_workers(self, n_workers: int = 0, timeout: float | None = None) -> None:
+        self._refuse_if_closed(f"wait for {n_workers} workers")
         deadline = None if not timeout else time.monotonic() + parse_timedelta(timeout)
         while True:
             info = await self.scheduler_comm.identity(n_workers=-1)
@@ -289,6 +304,8 @@ class JobQueueCluster(SpecCluster):
 
     def __repr__(self) -> str:
         text = super().__repr__()
+        if self.status in (Status.closing, Status.closed):
+            return f"{text[:-1]}, {self.status.name})" if text.endswith(")") else text
         return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
 
     def _jobs_summary(self) -> str:

@@ -32,12 +32,14 @@ logger = logging.getLogger("jobqueue")
 
 class Supervisor:
     def __init__(self, cluster: JobQueueCluster, tracker: JobTracker, submissions: SubmissionQueue, *,
-                 poll_interval: float, fast_poll_interval: float, max_start_failures: int):
+                 poll_interval: float, fast_poll_interval: float, max_start_failures: int,
+                 fast_poll_duration: float = 60):
         self.cluster = cluster
         self.tracker = tracker
         self.submissions = submissions
         self.poll_interval = poll_interval
         self.fast_poll_interval = min(poll_interval, fast_poll_interval)
+        self.fast_poll_duration = fast_poll_duration
         self.max_start_failures = max_start_failures
         self.failures: list[Exception] = []  # submission errors and failed starts, oldest first
         self.replacements: list[dict] = []  # jobs that ended and were replaced: id, name, cause, time
@@ -56,6 +58,7 @@ class Supervisor:
                    poll_interval=parse_timedelta(poll_interval if poll_interval is not None
                                                  else dask.config.get("jobqueue.poll-interval", "5s")),
                    fast_poll_interval=parse_timedelta(dask.config.get("jobqueue.fast-poll-interval", "0.5s")),
+                   fast_poll_duration=parse_timedelta(dask.config.get("jobqueue.fast-poll-duration", "60s")),
                    max_start_failures=int(max_start_failures if max_start_failures is not None
                                           else dask.config.get("jobqueue.max-start-failures", 3)))
 
@@ -72,10 +75,11 @@ class Supervisor:
         return self.cluster.status in (Status.closing, Status.closed)
 
     def next_interval(self) -> float:
-        if self.submissions.waiting:
-            return self.fast_poll_interval  # a job may start at any moment and free a turn
+        """Fast while any job changed state recently, else the steady interval -- also while
+        jobs wait for a queue-limit turn: a turn frees when a job's state changes, and
+        polling faster than that would only load the controller."""
         now = time.time()
-        recent = any(now - j.since < 60 for j in self.tracker.jobs.values() if not j.finished)
+        recent = any(now - j.since < self.fast_poll_duration for j in self.tracker.jobs.values() if not j.finished)
         return self.fast_poll_interval if recent else self.poll_interval
 
     async def _loop(self) -> None:

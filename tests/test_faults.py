@@ -1,0 +1,162 @@
+"""Every safety net against the fault that defeats it, on the real Slurm (and Grid Engine,
+the PBS emulator and the local system where the fault is theirs too).
+
+Faults are injected, never imagined: PATH wrappers in front of the real commands
+(tests/faults.py), the Slurm controller stopped and restarted with its job state kept,
+owners SIGKILLed by parents that do not reap them, scripts that end without close().
+Each test failed before its fix (issue 13); the item number is in its docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dask
+import pytest
+from distributed import Client
+
+from backends import ALL, BACKENDS
+from faults import Wrappers, calls, start_slurmctld, stop_slurmctld
+from jobqueue import LocalCluster, SLURMCluster
+from util import squeue_ids, wait_for
+
+slurm = pytest.mark.usefixtures("slurm")
+
+
+@pytest.fixture
+def outage(slurm):
+    """stop() the Slurm controller (state kept), start() it again; started again in any case."""
+    class Outage:
+        stopped = False
+
+        def stop(self):
+            stop_slurmctld()
+            self.stopped = True
+
+        def start(self):
+            start_slurmctld()
+            self.stopped = False
+
+    o = Outage()
+    yield o
+    if o.stopped:
+        start_slurmctld()
+
+
+# --- item 10: use after close -------------------------------------------------------------
+def test_use_after_close_says_closed():
+    """Item 10: scale/adapt/wait_for_workers on a closed cluster raise, and its repr says closed."""
+    cluster = LocalCluster(cores=1, memory="1GB", processes=1)
+    client = Client(cluster)
+    cluster.close()
+    try:
+        assert "closed" in repr(cluster)
+        for call in (lambda: cluster.scale(jobs=2), lambda: cluster.adapt(maximum_jobs=2),
+                     lambda: cluster.wait_for_workers(1, timeout=5), lambda: client.wait_for_workers(1, timeout=5)):
+            with pytest.raises(RuntimeError, match="LocalCluster is closed.*start a new cluster"):
+                call()
+        cluster.scale(0)  # scaling to nothing is what close itself does: no error
+    finally:
+        client.close()
+
+
+# --- item 8: polling while jobs wait for a queue-limit turn ---------------------------------
+@slurm
+def test_polling_slows_down_while_jobs_wait_for_a_turn(tmp_path, monkeypatch):
+    """Item 8: with jobs waiting for a max_jobs turn and nothing changing, squeue runs at the
+    steady interval, not the fast one forever."""
+    log = Wrappers(tmp_path, monkeypatch).count("squeue")
+    with dask.config.set({"jobqueue.fast-poll-duration": "2s"}):
+        with SLURMCluster(cores=1, memory="100MB", poll_interval=2, max_jobs=1,
+                          job_extra_directives=["--hold"]) as cluster:
+            cluster.scale(jobs=3)
+            assert wait_for(lambda: len(cluster.job_ids) == 1, 30)
+            time.sleep(3)  # the fast window after the submission ends
+            log.write_text("")
+            time.sleep(10)
+            n = len(calls(log))
+            assert "2 waiting (max_jobs=1)" in repr(cluster)
+    print(f"\n[measure] squeue calls in 10 s with 2 jobs waiting and nothing changing: {n} "
+          f"({n * 6} a minute)")
+    assert n <= 7, f"{n} squeue calls in 10 s at a 2 s poll interval"
+
+
+# --- item 6: exit without close -------------------------------------------------------------
+EXITS = r'''
+import os, signal, sys, time
+import dask
+from jobqueue import SLURMCluster, LocalCluster
+cls = {"slurm": SLURMCluster, "local": LocalCluster}[sys.argv[1]]
+cluster = cls(cores=1, memory="1GB", processes=1, scheduler_options={"dashboard_address": ":0"})
+cluster.scale(jobs=2)
+cluster.wait_for_workers(2, timeout=120)
+print("IDS", " ".join(cluster.job_ids), flush=True)
+if sys.argv[2] == "raise":
+    raise RuntimeError("the analysis failed")
+if sys.argv[2] == "interrupt":
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+'''
+
+
+@pytest.mark.parametrize("system", ["slurm", "local"])
+@pytest.mark.parametrize("how", ["end", "raise", "interrupt"])
+def test_a_script_that_ends_without_close_closes_its_cluster(system, how, backend, tmp_path):
+    """Item 6: ending (or raising, or Ctrl-C) without close() closes the cluster at exit:
+    no traceback of ours, no false "rejected" error, no job left, no watchdog needed."""
+    env = {**os.environ, "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state")}
+    out = subprocess.run([sys.executable, "-c", EXITS, system, how], capture_output=True, text=True,
+                         timeout=180, env=env, cwd=tmp_path)
+    ids = out.stdout.split("IDS", 1)[1].split() if "IDS" in out.stdout else []
+    assert len(ids) == 2, out.stdout + out.stderr
+    assert wait_for(lambda: not backend.alive(ids), 10), f"jobs {backend.alive(ids)} outlived the script"
+    for bad in ("cannot schedule new futures", "rejected the job", "Task exception was never retrieved"):
+        assert bad not in out.stderr, out.stderr
+    if how == "raise":
+        assert "RuntimeError: the analysis failed" in out.stderr
+    watchdog_log = tmp_path / "state" / "journals" / "watchdog.log"
+    assert "is gone" not in (watchdog_log.read_text() if watchdog_log.exists() else ""), \
+        "the watchdog had to cancel the jobs: the exit-time close did not"
+
+
+# --- item 1: a zombie owner -----------------------------------------------------------------
+OWNER = r'''
+import sys, time
+import jobqueue
+cls = getattr(jobqueue, sys.argv[1])
+hold = sys.argv[2:]
+cluster = cls(cores=1, memory="1GB", processes=1, job_extra_directives=hold,
+              scheduler_options={"dashboard_address": ":0"})
+cluster.scale(jobs=2)
+while len(cluster.job_ids) < 2:
+    time.sleep(0.1)
+print("READY", " ".join(cluster.job_ids), flush=True)
+time.sleep(600)
+'''
+
+
+@pytest.mark.parametrize("system", ["slurm", "sge", "local"])
+def test_owner_killed_by_a_parent_that_does_not_reap(system, backend, tmp_path):
+    """Item 1: the owner is SIGKILLed and left a zombie (its parent -- this test -- does not
+    wait for it): its pending jobs are cancelled all the same."""
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, backend.cluster, *backend.hold],
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), line
+        ids = line.split()[1:]
+        os.kill(proc.pid, signal.SIGKILL)
+        assert wait_for(lambda: open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", 10)
+        t0 = time.monotonic()
+        gone = wait_for(lambda: not backend.alive(ids), 30)
+        assert os.path.exists(f"/proc/{proc.pid}"), "the owner was reaped: the test did not test a zombie"
+        assert gone, f"jobs {backend.alive(ids)} of a zombie owner are still queued"
+        print(f"\n[measure] {system}: jobs of a zombie owner gone {time.monotonic() - t0:.1f} s after its SIGKILL")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
