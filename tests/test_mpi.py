@@ -265,3 +265,30 @@ def test_job_nodes_directives():
         from jobqueue import PBSCluster
 
         PBSCluster.build_spec(cores=1, memory="1GB", job_nodes=2)
+
+
+def test_script_mode_runs_a_script_that_initializes_itself(tmp_path):
+    """Issue 13 item 9: `jobqueue mpi --script analysis.py` (what `jobqueue script --mpi` runs)
+    with an unchanged dask-mpi script that calls initialize() itself: it works, no hang."""
+    (tmp_path / "analysis.py").write_text(GOOD)
+    rc, out, err, elapsed = _run(tmp_path, "", n=4, timeout=90, argv=[
+        _mpirun(), "-n", "4", sys.executable, "-m", "jobqueue.runtime.mpi", "--script", str(tmp_path / "analysis.py")])
+    assert rc == 0, err
+    assert "RESULT 42 328350" in out
+    assert elapsed < 60, f"{elapsed:.1f} s"
+
+
+def test_script_mode_uses_the_scheduler_port(tmp_path):
+    """Issue 13 item 9: --scheduler-port reaches the scheduler with --script."""
+    probe = socket.socket()
+    probe.bind(("", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    (tmp_path / "analysis.py").write_text(
+        "import dask\nfrom distributed import Client\n"
+        "with Client() as c:\n    print('ADDRESS', c.scheduler.address)\n")
+    rc, out, err, elapsed = _run(tmp_path, "", n=3, timeout=90, argv=[
+        _mpirun(), "-n", "3", sys.executable, "-m", "jobqueue.runtime.mpi", "--scheduler-port", str(port),
+        "--script", str(tmp_path / "analysis.py")])
+    assert rc == 0, err
+    assert f":{port}" in out.split("ADDRESS", 1)[1].split()[0], out
