@@ -159,28 +159,34 @@ def cleanup(dry_run: bool) -> None:
     Every cluster keeps an owner-only journal of its live job ids under
     ~/.jobqueue/journals (config jobqueue.state-directory); a watchdog process usually
     cancels them within seconds of the owner's death. This catches what it could not
-    (e.g. the login node rebooted).
+    (e.g. the login node rebooted). A journal is removed only once the batch system
+    confirmed the cancel; otherwise it stays and this exits 1, to be run again.
     """
     import os
 
     from .files import journals
     from .watchdog import cancel_jobs, owner_gone, read
 
-    stale = 0
+    stale = failed = 0
     for path in journals():
         data = read(path)
-        if data is None or not owner_gone(data):
+        if data is None or not (data.get("closed") or owner_gone(data)):
             continue
         stale += 1
+        why = f"owner {data['owner_pid']} is gone" if owner_gone(data) else "closed without a confirmed cancel"
         ids = " ".join(map(str, data.get("job_ids", []))) or "none"
         if dry_run:
-            click.echo(f"{os.path.basename(path)}: owner {data['owner_pid']} is gone; would cancel "
-                       f"{data.get('system')} jobs: {ids}")
+            click.echo(f"{os.path.basename(path)}: {why}; would cancel {data.get('system')} jobs: {ids}")
             continue
-        click.echo(f"{os.path.basename(path)}: owner {data['owner_pid']} is gone; {cancel_jobs(data)}")
-        os.unlink(path)
+        ok, line = cancel_jobs(data)
+        click.echo(f"{os.path.basename(path)}: {why}; {line}" + ("" if ok else " (journal kept: run again)"))
+        if ok:
+            os.unlink(path)
+        failed += not ok
     if not stale:
         click.echo("no stale journals: every recorded cluster's owner is alive")
+    if failed:
+        sys.exit(1)
 
 
 def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:

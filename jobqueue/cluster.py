@@ -320,22 +320,9 @@ class JobQueueCluster(SpecCluster):
         return super()._repr_html_(cluster_status=(cluster_status or "") + status)
 
     # --- shutdown -------------------------------------------------------------------
-    async def _ask_workers_to_exit(self, timeout: float) -> None:
-        """Tell every worker to close, so jobs end on their own (COMPLETED, not killed
-        mid-message, which makes the scheduler log tracebacks) before we cancel the rest."""
-        sched = self.scheduler
-        if getattr(sched, "status", None) != Status.running or not getattr(sched, "workers", None):
-            return
-        for address in list(sched.workers):
-            with contextlib.suppress(Exception):
-                sched.close_worker(address)
-        deadline = time.monotonic() + timeout
-        while sched.workers and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
     async def _close(self) -> None:
         if self.status == Status.running:
-            await self._ask_workers_to_exit(timeout=5.0)
+            await ask_workers_to_exit(self.scheduler, timeout=5.0)
         self.supervisor.stop()
         try:
             await super()._close()
@@ -353,6 +340,19 @@ class JobQueueCluster(SpecCluster):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             self._scheduler_files = []
+
+
+async def ask_workers_to_exit(sched: Scheduler, timeout: float) -> None:
+    """Tell every worker to close, so jobs end on their own (COMPLETED, not killed
+    mid-message, which makes the scheduler log tracebacks) before we cancel the rest."""
+    if getattr(sched, "status", None) != Status.running or not getattr(sched, "workers", None):
+        return
+    for address in list(sched.workers):
+        with contextlib.suppress(Exception):
+            sched.close_worker(address)
+    deadline = time.monotonic() + timeout
+    while sched.workers and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def refuse_loopback(address: str, system: str) -> None:

@@ -69,10 +69,12 @@ class Journal:
         self.owner_started = process_identity(self.owner_pid)
         private_dir(os.path.dirname(path))
 
-    def write(self, job_ids: Sequence[str]) -> None:
+    def write(self, job_ids: Sequence[str], closed: bool = False) -> None:
+        """``closed``: the cluster closed without the cancel of these jobs confirmed; the
+        watchdog takes over at once (it retries until the batch system confirms)."""
         data = {"owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
                 "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
-                "updated": time.time()}
+                "cancel_ok": self.system.cancel_ok, "closed": closed, "updated": time.time()}
         write_private(self.path, json.dumps(data))
 
     def remove(self) -> None:
@@ -218,13 +220,26 @@ class JobTracker:
         return counts
 
     def close(self) -> None:
-        """Drop the journal (the watchdog then exits) once nothing is left to cancel."""
-        if self.journal is not None and not [j for j in self.jobs.values()
-                                             if not j.finished and not j.cancelled_by_us]:
-            self.journal.remove()
-            if self.watchdog is not None:
-                try:
-                    self.watchdog.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.watchdog.kill()
-                self.watchdog = None
+        """Drop the journal (the watchdog then exits) once nothing is left to cancel; else
+        mark it closed, and the watchdog keeps cancelling what is left until confirmed."""
+        if self.journal is None:
+            return
+        left = [j.job_id for j in self.jobs.values() if not j.finished and not j.cancelled_by_us]
+        if left:
+            try:
+                self.journal.write(left, closed=True)
+            except OSError as exc:
+                logger.error("could not hand jobs %s to the watchdog (%s): cancel them by hand",
+                             " ".join(left), exc)
+            if self.watchdog is None:
+                self.watchdog = self.journal.start_watchdog()
+            logger.warning("jobs %s are not confirmed cancelled; the watchdog retries (log: %s)",
+                           " ".join(left), os.path.join(os.path.dirname(self.journal.path), "watchdog.log"))
+            return
+        self.journal.remove()
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(5)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+            self.watchdog = None

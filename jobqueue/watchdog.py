@@ -7,14 +7,19 @@ Started by each cluster as a small detached process:
 It is run as a file, not with -m, so it imports nothing of jobqueue or dask and starts
 in milliseconds. Every half second it checks that the journal still exists (the owner
 removes it after a clean close: the watchdog then exits) and that the owner is alive.
-When the owner is gone (SIGKILL, OOM killer, a crashed node session) it runs the cancel
-command the journal records (the batch system's own, for every job it lists) and exits.
+When the owner is gone (SIGKILL, OOM killer, a zombie nobody reaped), or its cluster
+closed but could not get the cancel confirmed (a controller outage), it runs the cancel
+command the journal records (the batch system's own, for every job it lists), retrying
+with backoff until the batch system confirms, for up to six hours, and logs each try in
+watchdog.log beside the journals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -22,6 +27,9 @@ import sys
 import time
 
 import psutil
+
+# how long the watchdog keeps retrying a cancel the batch system does not confirm
+DEADLINE = float(os.environ.get("JOBQUEUE_WATCHDOG_DEADLINE", 6 * 3600))
 
 
 def process_identity(pid: int) -> float | None:
@@ -47,21 +55,64 @@ def owner_gone(data: dict) -> bool:
     return recorded is not None and abs(started - float(recorded)) > 1e-3  # the pid was reused
 
 
-def cancel_jobs(data: dict, timeout: float = 60.0) -> str:
-    """Run the journal's cancel command; return a line saying what was done."""
+def unconfirmed(returncode: int, output: str, ok_pattern: str) -> list[str]:
+    """The lines of a cancel command's output that say it failed: none when it exited 0;
+    else every line the system's ``ok_pattern`` does not match (cancelled, or the job had
+    already ended), or the bare exit code when it printed nothing."""
+    if returncode == 0:
+        return []
+    ok = re.compile(ok_pattern or r"^$")
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    failed = [ln for ln in lines if not ok.search(ln)]
+    return failed if failed or lines else [f"exit code {returncode} and no output"]
+
+
+def cancel_jobs(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
+    """Run the journal's cancel command once: (confirmed, a line saying what happened).
+    Confirmed means the batch system took every cancel or said the job had already ended."""
     ids = [str(i) for i in data.get("job_ids", [])]
     if not ids:
-        return "no live jobs"
+        return True, "no live jobs"
     argv = data.get("cancel_argv")
     if not argv:
-        return f"the journal names no cancel command; cancel {data.get('system')} jobs {' '.join(ids)} by hand"
+        return False, f"the journal names no cancel command; cancel {data.get('system')} jobs {' '.join(ids)} by hand"
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`{shlex.join(argv)}` failed: {exc}"
-    if out.returncode != 0:
-        return f"`{shlex.join(argv)}` failed with exit code {out.returncode}: {out.stderr.strip()}"
-    return f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
+        return False, f"`{shlex.join(argv)}` failed: {exc}"
+    failed = unconfirmed(out.returncode, out.stdout + "\n" + out.stderr, data.get("cancel_ok", ""))
+    if failed:
+        return False, f"`{shlex.join(argv)}` failed with exit code {out.returncode}: {' / '.join(failed)}"
+    return True, f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
+
+
+def settle(path: str, data: dict, deadline: float = DEADLINE) -> int:
+    """Cancel what the journal lists, retrying with backoff (a controller outage, a slow
+    controller) until the batch system confirms or ``deadline`` seconds have passed. The
+    journal is removed only once confirmed: until then `jobqueue cleanup` can find it."""
+    start = time.monotonic()
+    delay = 1.0
+    why = "its owner is gone" if owner_gone(data) else "its cluster closed without confirming the cancel"
+    while True:
+        ok, line = cancel_jobs(data)
+        log(f"{os.path.basename(path)}: {why}; {line}")
+        if ok:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return 0
+        if time.monotonic() - start > deadline:
+            log(f"{os.path.basename(path)}: giving up after {deadline:.0f} s; the journal stays for "
+                "`jobqueue cleanup`")
+            return 1
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        data = read(path)
+        if data is None:
+            return 0  # `jobqueue cleanup` (or the owner) settled it meanwhile
+
+
+def log(line: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} jobqueue watchdog: {line}", file=sys.stderr, flush=True)
 
 
 def read(path: str):
@@ -78,18 +129,9 @@ def watch(path: str, interval: float = 0.5) -> int:
         if data is None:
             if not os.path.exists(path):
                 return 0  # the owner closed its cluster cleanly
-        elif owner_gone(data):
+        elif data.get("closed") or owner_gone(data):
             # read again: the owner may have written a last update before dying
-            data = read(path) or data
-            try:
-                print(f"jobqueue watchdog: owner {data['owner_pid']} is gone; {cancel_jobs(data)}",
-                      file=sys.stderr)
-            finally:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-            return 0
+            return settle(path, read(path) or data)
         time.sleep(interval)
 
 

@@ -160,3 +160,63 @@ def test_owner_killed_by_a_parent_that_does_not_reap(system, backend, tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+# --- item 2: a cancel during a controller outage --------------------------------------------
+def _journal(state_dir):
+    import json
+
+    paths = list((state_dir / "journals").glob("*.json"))
+    return json.loads(paths[0].read_text()) if paths else None
+
+
+@slurm
+def test_close_during_a_controller_outage_cancels_once_it_returns(outage, tmp_path):
+    """Item 2: close() while slurmctld is down cannot cancel; the journal stays (marked
+    closed) and the watchdog retries with backoff until Slurm confirms, then removes it."""
+    state = tmp_path / "state"
+    with dask.config.set({"jobqueue.state-directory": str(state)}):
+        cluster = SLURMCluster(cores=1, memory="100MB", job_extra_directives=["--hold"])
+        cluster.scale(jobs=2)
+        assert wait_for(lambda: len(cluster.job_ids) == 2, 30)
+        ids = list(cluster.job_ids)
+        outage.stop()
+        cluster.close()
+        journal = _journal(state)
+        assert journal and journal["closed"] and sorted(journal["job_ids"]) == sorted(ids), journal
+        time.sleep(12)  # the watchdog has tried (each try waits 9 s for the controller) and failed
+        outage.start()
+        t0 = time.monotonic()
+        assert wait_for(lambda: not (set(ids) & squeue_ids()), 90), f"jobs {ids} survived the outage"
+        print(f"\n[measure] close() during an outage: jobs cancelled {time.monotonic() - t0:.1f} s "
+              "after slurmctld returned")
+        assert wait_for(lambda: _journal(state) is None, 30), "the journal outlived the confirmed cancel"
+    log = (state / "journals" / "watchdog.log").read_text()
+    assert "Unable to contact slurm controller" in log and "cancelled slurm jobs" in log, log
+
+
+@slurm
+def test_owner_killed_during_a_controller_outage_leaves_no_job(outage, tmp_path):
+    """Item 2: the owner dies while slurmctld is down; its watchdog keeps trying until it is back."""
+    env = {**os.environ, "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-c", OWNER, "SLURMCluster", "--hold"], stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), line
+        ids = line.split()[1:]
+        outage.stop()
+        proc.kill()
+        proc.wait()
+        time.sleep(12)  # at least one cancel fails against the stopped controller
+        outage.start()
+        t0 = time.monotonic()
+        assert wait_for(lambda: not (set(ids) & squeue_ids()), 90), f"jobs {ids} outlived their owner"
+        print(f"\n[measure] owner killed during an outage: jobs cancelled {time.monotonic() - t0:.1f} s "
+              "after slurmctld returned")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "state" / "journals" / "watchdog.log").read_text()
+    assert "Unable to contact slurm controller" in log and "cancelled slurm jobs" in log, log

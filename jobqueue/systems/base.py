@@ -19,6 +19,7 @@ from typing import ClassVar, Iterable, Sequence
 from ..commands import CommandError, CommandResult, run_async
 from ..keywords import Keyword
 from ..spec import JobSpec, check_line_value
+from ..watchdog import unconfirmed
 
 
 class JobState(str, enum.Enum):
@@ -74,6 +75,8 @@ class BatchSystem:
     directive_prefix: ClassVar[str] = ""
     submit_command: ClassVar[str] = ""
     cancel_command: ClassVar[str] = ""
+    # a line of cancel output that is no failure: the job was cancelled, or had already ended
+    cancel_ok: ClassVar[str] = r"^$"
     template: ClassVar[str] = "base.sh.j2"
     command_timeout: float = 60.0
 
@@ -123,16 +126,6 @@ class BatchSystem:
         log_dir = self.checked_log_directory(spec)
         return [Directive("-e", f"{log_dir}/"), Directive("-o", f"{log_dir}/")]
 
-    async def _cancel_tolerating_gone(self, job_ids: Sequence[str], is_error) -> None:
-        """Cancel with one command; only output lines ``is_error`` accepts fail it, so ids
-        that already ended (which qdel reports with a non-zero exit) are no error."""
-        if not job_ids:
-            return
-        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
-        if result.returncode != 0:
-            lines = [ln for ln in (result.stdout + "\n" + result.stderr).splitlines() if ln.strip() and is_error(ln)]
-            if lines:
-                raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(lines))
 
     def parallel_launcher(self, spec: JobSpec) -> list[str]:
         """argv prefix that starts one task per worker of a multi-node job."""
@@ -204,8 +197,15 @@ class BatchSystem:
         return self.parse_submit(result)
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
-        if job_ids:
-            await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout)
+        """Cancel with one command. Output lines that ``cancel_ok`` matches (cancelled, or
+        already ended -- which qdel reports with a non-zero exit) are no error; any other
+        line of a failed command is (the watchdog judges its own attempts the same way)."""
+        if not job_ids:
+            return
+        result = await run_async(self.cancel_argv(list(job_ids)), timeout=self.command_timeout, check=False)
+        failed = unconfirmed(result.returncode, result.stdout + "\n" + result.stderr, self.cancel_ok)
+        if failed:
+            raise CommandError(result.argv, result.returncode, result.stdout, "\n".join(failed))
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """The state of every job in ``job_ids`` with ONE command; unknown ids are left out."""

@@ -44,6 +44,7 @@ class LocalSystem(BatchSystem):
     submit_command = "bash"
     cancel_command = "kill"
     template = "local.sh.j2"
+    cancel_ok = r"No such process"
     kill_grace = 3.0
 
     def __init__(self) -> None:

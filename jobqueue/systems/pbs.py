@@ -30,7 +30,6 @@ _JOB_ID = re.compile(r"^\d+(?:\[\d*\])?(?:\.[\w.-]+)?$")
 _UNKNOWN = re.compile(r"Unknown Job Id (?:Error )?(\S+)")
 _FINISHED = re.compile(r"(\S+) Job has finished|Job has finished (\S+)")
 
-_GONE = re.compile(r"Unknown Job Id|Job has finished|nonexistent job id|finished array subjob")
 
 _HISTORY = "finished (kept in job history)"
 
@@ -107,6 +106,8 @@ class PBSSystem(BatchSystem):
     cancel_command = "qdel"
     status_command = "qstat"
     template = "pbs.sh.j2"
+    # already finished (35) or purged (153) ids are not an error: they are gone
+    cancel_ok = r"Unknown Job Id|Job has finished|nonexistent job id|finished array subjob"
 
     def available(self) -> bool:
         """qsub on PATH and not Grid Engine's (which comes with qconf)."""
@@ -190,10 +191,6 @@ class PBSSystem(BatchSystem):
                                reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
                                       f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
         return job_id
-
-    async def cancel(self, job_ids: Sequence[str]) -> None:
-        # already finished (35) or purged (153) ids are not an error: they are gone
-        await self._cancel_tolerating_gone(job_ids, lambda ln: not _GONE.search(ln))
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # no -x: with job history off (the default) the server then answers nothing at all

@@ -19,7 +19,6 @@ from .base import BatchSystem, Directive, JobState, JobStatus
 _SUBMITTED = re.compile(r"^(\d+)(?:\.\S+)?$")
 # "Your job 27 ("true") has been submitted" (qsub without -terse, or site wrappers)
 _SUBMITTED_LONG = re.compile(r"Your job(?:-array)? (\d+)")
-_GONE = re.compile(r'job "?\S+?"? does not exist|do(?:es)? not exist')
 
 
 def _task_ids(tasks: str) -> list[int]:
@@ -71,6 +70,9 @@ class SGESystem(BatchSystem):
     cancel_command = "qdel"
     status_command = "qstat"
     template = "sge.sh.j2"
+    # qdel reports on stdout: "root has registered the job 12 for deletion" or "denied: job
+    # "12" does not exist" (ended: no error); any other denied/error line is one
+    cancel_ok = r'^(?!.*(?:denied|error)).*$|job "?\S+?"? does not exist|do(?:es)? not exist'
 
     def available(self) -> bool:
         """qsub on PATH and it is Grid Engine's (qconf exists only there)."""
@@ -129,11 +131,6 @@ class SGESystem(BatchSystem):
                                reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
                                       f"{out!r} (stderr: {result.stderr.strip()!r})")
         return m.group(1)
-
-    async def cancel(self, job_ids: Sequence[str]) -> None:
-        # qdel reports on stdout ("denied: job ... does not exist"); ended ids are no error
-        await self._cancel_tolerating_gone(
-            job_ids, lambda ln: ("denied" in ln or "error" in ln) and not _GONE.search(ln))
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # qstat cannot take a list of ids with -xml; it lists the caller's own jobs

@@ -55,6 +55,7 @@ class SlurmSystem(BatchSystem):
     cancel_command = "scancel"
     status_command = "squeue"
     template = "slurm.sh.j2"
+    cancel_ok = r"Invalid job id|already completing or completed"
 
     def directives(self, spec: JobSpec) -> list[Directive]:
         d: list[Directive] = []
