@@ -85,7 +85,8 @@ class JobQueueCluster(SpecCluster):
         spec = self.build_spec(config_name=config_name, interface=interface, protocol=protocol, **job_kwargs)
 
         self._system = self.system_cls()
-        self._tracker = JobTracker(self._system, Journal(files.journal_path(self._cluster_id), self._system))
+        self._tracker = JobTracker(self._system, Journal(files.journal_path(self._cluster_id), self._system),
+                                   lost_after=parse_timedelta(dask.config.get("jobqueue.lost-after", "10s")))
         credentials_base = (self.shared_temp_directory or dask.config.get("jobqueue.credentials-directory", None)
                             or self._run_dir)
         self._credentials = Credentials(os.path.expanduser(os.path.expandvars(credentials_base)))

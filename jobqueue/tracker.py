@@ -42,6 +42,7 @@ class TrackedJob:
     workers_seen: bool = False
     replaced_ahead: bool = False  # a replacement was submitted before its walltime ends
     log_paths: tuple[str, ...] = ()
+    absent_since: float | None = None  # when a status answer first omitted it (not yet confirmed ended)
 
     @property
     def finished(self) -> bool:
@@ -96,9 +97,14 @@ class Journal:
 
 
 class JobTracker:
-    def __init__(self, system: BatchSystem, journal: Journal | None = None):
+    """``lost_after``: a job that status answers omit (an empty answer, a controller
+    restarting) is taken as ended only when its system's history says so, or when a
+    later answer still omits it this many seconds after the first did."""
+
+    def __init__(self, system: BatchSystem, journal: Journal | None = None, lost_after: float = 10.0):
         self.system = system
         self.journal = journal
+        self.lost_after = lost_after
         self.jobs: dict[str, TrackedJob] = {}
         self.watchdog: subprocess.Popen | None = None
         self.commands_issued: dict[str, int] = {"submit": 0, "status": 0, "cancel": 0}
@@ -183,15 +189,23 @@ class JobTracker:
         self.commands_issued["status"] += 1
         statuses = await self.system.status(ids)
         now = time.time()
+        absent = [i for i in ids if i not in statuses]
+        if absent:
+            statuses.update(await self._settle_absent(absent, now))
         ended = []
         for job_id in ids:
             job = self.jobs[job_id]
-            st = statuses.get(job_id)
-            if st is None:
-                # the system no longer lists it (purged, or never started): it is over
+            if job_id not in statuses:
+                continue  # omitted by this answer, not confirmed ended: unchanged, still tracked
+            st = statuses[job_id]
+            if st is None or st.gone:
+                # the system says it no longer knows it (purged, or never started): it is over
                 state, reason, code = (JobState.CANCELLED if job.cancelled_by_us else JobState.FAILED), MISSING, None
             else:
                 state, reason, code = st.state, st.reason, st.exit_code
+                job.absent_since = None
+                if job.cancelled_by_us and state == JobState.FAILED:
+                    state = JobState.CANCELLED  # killed by our cancel
             if (state, reason) != (job.state, job.reason):
                 job.state, job.reason, job.since = state, reason, now
             if code is not None:
@@ -212,6 +226,33 @@ class JobTracker:
         if ended:
             self._write_journal()
         return ended
+
+    async def _settle_absent(self, absent: list[str], now: float) -> dict:
+        """Jobs a status answer omitted: their history's word where it has one (ended with
+        an exit code, or still there), None (lost) once still omitted ``lost_after`` s after
+        the first omission; nothing for the others, which stay as they were."""
+        due = []
+        for job_id in absent:
+            job = self.jobs[job_id]
+            if job.absent_since is None:
+                job.absent_since = now
+                due.append(job_id)
+            elif now - job.absent_since >= self.lost_after:
+                due.append(job_id)
+        if not due:
+            return {}
+        try:
+            history = await self.system.history(due)
+        except CommandError as exc:
+            logger.warning("could not read the history of jobs %s: %s", " ".join(due), exc)
+            history = {}
+        out: dict = {job_id: st for job_id, st in history.items() if job_id in due}
+        for job_id in due:
+            if job_id not in out and now - self.jobs[job_id].absent_since >= self.lost_after:
+                out[job_id] = None
+                logger.warning("job %s has been missing from %s's answers for %.0f s; taking it as ended",
+                               job_id, self.system.name, now - self.jobs[job_id].absent_since)
+        return out
 
     def summary(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -220,3 +220,49 @@ def test_owner_killed_during_a_controller_outage_leaves_no_job(outage, tmp_path)
             proc.wait()
     log = (tmp_path / "state" / "journals" / "watchdog.log").read_text()
     assert "Unable to contact slurm controller" in log and "cancelled slurm jobs" in log, log
+
+
+# --- item 3: a status answer that omits jobs ------------------------------------------------
+@slurm
+def test_an_empty_status_answer_neither_ends_nor_duplicates_jobs(tmp_path, monkeypatch):
+    """Item 3: squeue answers nothing (exit 0) for a while: no job is taken as ended, nothing
+    is replaced or counted as a start failure, the journal keeps every job, close() leaves none."""
+    wrappers = Wrappers(tmp_path, monkeypatch)
+    flag = wrappers.fail_while("squeue", stderr="", code=0)  # empty output, success
+    flag.unlink()
+    state = tmp_path / "state"
+    with dask.config.set({"jobqueue.state-directory": str(state)}):
+        with SLURMCluster(cores=1, memory="100MB", processes=1) as cluster:
+            cluster.scale(jobs=2)
+            cluster.wait_for_workers(2, timeout=120)
+            ids = sorted(cluster.job_ids)
+            flag.write_text("")
+            time.sleep(6)  # a dozen empty answers at the fast interval
+            assert sorted(_journal(state)["job_ids"]) == ids  # still journaled meanwhile
+            flag.unlink()
+            time.sleep(2)
+            assert sorted(cluster.tracker.jobs) == ids, f"jobs submitted meanwhile: {sorted(cluster.tracker.jobs)}"
+            assert cluster.replacements == [] and cluster.failures == []
+            assert sorted(cluster.job_ids) == ids and {r.state for r in cluster.jobs} == {"running"}
+    assert wait_for(lambda: not (set(ids) & squeue_ids()), 30), "close() left the jobs queued"
+
+
+@slurm
+def test_a_job_that_vanishes_for_good_is_replaced_after_lost_after(tmp_path, monkeypatch):
+    """Item 3, the other side: a job that squeue keeps omitting and scontrol does not know
+    (purged) is taken as ended after jobqueue.lost-after, and replaced."""
+    wrappers = Wrappers(tmp_path, monkeypatch)
+    with SLURMCluster(cores=1, memory="100MB", processes=1) as cluster:
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=120)
+        victim = cluster.job_ids[0]
+        # from now on neither squeue nor scontrol lists the victim (as after a purge)
+        wrappers.wrap("squeue", f'"$REAL" "$@" | grep -v "^{victim}|"; exit 0')
+        wrappers.wrap("scontrol", f'"$REAL" "$@" | grep -v "JobId={victim.split("_")[0]} "; exit 0')
+        subprocess.run(["/usr/bin/scancel" if os.path.exists("/usr/bin/scancel") else "scancel", victim], check=True)
+        t0 = time.monotonic()
+        assert wait_for(lambda: cluster.replacements, 60), "the vanished job was never replaced"
+        waited = time.monotonic() - t0
+        assert cluster.replacements[0]["job_id"] == victim
+        assert waited >= 9, f"replaced after {waited:.1f} s: a single omission was taken as the end"
+        cluster.wait_for_workers(1, timeout=120)

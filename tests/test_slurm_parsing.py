@@ -47,12 +47,39 @@ def test_parse_status_states_and_reasons():
     assert "99" not in st  # not ours
 
 
-def test_parse_status_single_unknown_id_is_empty_not_error():
+def test_parse_status_single_unknown_id_is_gone_not_error():
     r = res("", "slurm_load_jobs error: Invalid job id specified\n", rc=1)
-    assert SlurmSystem().parse_status(r, ["999999"]) == {}
+    st = SlurmSystem().parse_status(r, ["999999"])
+    assert set(st) == {"999999"} and st["999999"].gone
 
 
 def test_parse_status_controller_down_raises_with_stderr():
     r = res("", "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n", rc=1)
     with pytest.raises(CommandError, match="Unable to contact slurm controller"):
         SlurmSystem().parse_status(r, ["5"])
+
+
+def test_history_reads_scontrol_records_and_array_task_ranges(monkeypatch):
+    """`scontrol show job -o` as slurm-wlm 22.05 prints it (ci/slurm): one ended job, one
+    array whose pending tasks share a line, one running task."""
+    import asyncio
+
+    from jobqueue.systems import slurm
+
+    out = ("JobId=41 JobName=dask-worker UserId=root(0) JobState=COMPLETED Reason=None Dependency=(null) "
+           "ExitCode=0:0 RunTime=00:00:05\n"
+           "JobId=42 ArrayJobId=42 ArrayTaskId=2-3 ArrayTaskThrottle=0 JobName=dask-worker JobState=PENDING "
+           "Reason=JobHeldUser ExitCode=0:0\n"
+           "JobId=44 ArrayJobId=42 ArrayTaskId=1 JobName=dask-worker JobState=FAILED Reason=NonZeroExitCode "
+           "ExitCode=3:0\n")
+
+    async def fake_run(argv, **kw):
+        assert argv == ["scontrol", "show", "job", "-o"]
+        return res(out, "", 0)
+
+    monkeypatch.setattr(slurm, "run_async", fake_run)
+    st = asyncio.run(SlurmSystem().history(["41", "42_2", "42_3", "42_1", "7"]))
+    assert st["41"].state == JobState.COMPLETED and st["41"].exit_code == 0
+    assert st["42_2"].state == st["42_3"].state == JobState.PENDING and st["42_3"].reason == "JobHeldUser"
+    assert st["42_1"].state == JobState.FAILED and st["42_1"].exit_code == 3
+    assert "7" not in st

@@ -46,6 +46,8 @@ class JobStatus:
     exit_code: int | None = None
     # over, but kept in the queue until deleted (Grid Engine's error states)
     stuck: bool = False
+    # the system says it does not know this id (any more): ended, no need to ask again
+    gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,11 @@ class BatchSystem:
     async def exit_code(self, job_id: str) -> int | None:
         """Exit code of an ended job when the system can tell (negative: killed by that signal)."""
         return None
+
+    async def history(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """What the system's records say of jobs its status command omitted: an ended state
+        with the exit code, or a live state; ids it has no record of are left out."""
+        return {}
 
     def close(self) -> None:
         """Release what the system object holds (nothing for command-line systems)."""

@@ -218,6 +218,8 @@ class PBSSystem(BatchSystem):
                 out[job_id] = _job_status(job_id, info)
             elif _matches(job_id, finished):
                 out[job_id] = JobStatus(job_id, JobState.COMPLETED, _HISTORY)
+            elif _matches(job_id, unknown):
+                out[job_id] = JobStatus(job_id, JobState.UNKNOWN, gone=True)  # "Unknown Job Id": the server forgot it
         return out
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -262,12 +264,22 @@ class PBSSystem(BatchSystem):
             parts = line.split()
             if len(parts) >= 5 and parts[0][:1].isdigit():
                 rows[parts[0]] = parts[-2] if len(parts[-2]) == 1 else parts[4]
+        unknown = {m.group(1) for m in _UNKNOWN.finditer(result.stderr)}
         for job_id in job_ids:
             letter = rows.get(job_id) or next((v for k, v in rows.items() if _short(k) == _short(job_id)), None)
             if letter is not None:
                 state, reason = _STATES.get(letter, (JobState.UNKNOWN, letter))
                 out[job_id] = JobStatus(job_id, state, reason)
+            elif _matches(job_id, unknown):
+                out[job_id] = JobStatus(job_id, JobState.UNKNOWN, gone=True)
         return out
+
+    async def history(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """`qstat -x`: the server's job history, where it keeps one (not Torque)."""
+        if self.flavour == "torque":
+            return {}
+        jobs = await self._history(job_ids)
+        return {job_id: _job_status(job_id, info) for job_id in job_ids if (info := _lookup(jobs, job_id))}
 
     async def exit_code(self, job_id: str) -> int | None:
         if self.flavour == "torque":

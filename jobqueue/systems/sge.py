@@ -156,6 +156,16 @@ class SGESystem(BatchSystem):
                     out[job_id] = JobStatus(job_id, state, reason, stuck=stuck)
         return out
 
+    async def history(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """qacct's record of ended jobs (at most ten a poll: each call reads the accounting file)."""
+        out: dict[str, JobStatus] = {}
+        for job_id in list(job_ids)[:10]:
+            code = await self.exit_code(job_id)
+            if code is not None:
+                out[job_id] = JobStatus(job_id, JobState.COMPLETED if code == 0 else JobState.FAILED,
+                                        "" if code == 0 else "NonZeroExitCode", code)
+        return out
+
     async def exit_code(self, job_id: str) -> int | None:
         number, _, task = job_id.partition(".")
         argv = ["qacct", "-j", number] + (["-t", task] if task else [])

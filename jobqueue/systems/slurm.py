@@ -26,6 +26,26 @@ _STATES = {
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 
 
+def _exit_code(text: str) -> int | None:
+    """Slurm's "ExitCode=<code>:<signal>" as one number (negative: killed by that signal)."""
+    m = re.fullmatch(r"(\d+):(\d+)", text.strip())
+    if not m:
+        return None
+    code, signal = int(m.group(1)), int(m.group(2))
+    return -signal if signal else code
+
+
+def _task_ids(tasks: str) -> list[str]:
+    """Slurm task lists: "3", "0-7", "1-9:2", "0,2,4-5" (a "%4" throttle suffix ignored)."""
+    out: list[str] = []
+    for part in filter(None, tasks.split("%")[0].split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part.strip())
+        if m:
+            first, last, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+            out.extend(str(t) for t in range(first, last + 1, step))
+    return out
+
+
 def slurm_format_bytes_ceil(n: int) -> str:
     """Bytes as Slurm's --mem wants them: K/M/G are binary units, rounded up.
 
@@ -127,11 +147,28 @@ class SlurmSystem(BatchSystem):
     async def exit_code(self, job_id: str) -> int | None:
         result = await run_async(["scontrol", "show", "job", "-o", job_id], timeout=self.command_timeout,
                                  check=False)
-        m = re.search(r"\bExitCode=(\d+):(\d+)", result.stdout)
-        if not m:
-            return None
-        code, signal = int(m.group(1)), int(m.group(2))
-        return -signal if signal else code
+        m = re.search(r"\bExitCode=(\S+)", result.stdout)
+        return _exit_code(m.group(1)) if m else None
+
+    async def history(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """`scontrol show job -o`: every job slurmctld still holds (ended ones for MinJobAge),
+        one line each; array tasks still pending together are one line with a task range."""
+        result = await run_async(["scontrol", "show", "job", "-o"], timeout=self.command_timeout, check=False)
+        if result.returncode != 0 and "No jobs in the system" not in result.stdout + result.stderr:
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        wanted = set(job_ids)
+        out: dict[str, JobStatus] = {}
+        for line in result.stdout.splitlines():
+            fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+            ids = [fields.get("JobId", "")]
+            if fields.get("ArrayJobId") and fields.get("ArrayTaskId"):
+                ids = [f"{fields['ArrayJobId']}_{t}" for t in _task_ids(fields["ArrayTaskId"])]
+            state = _STATES.get(fields.get("JobState", "").rstrip("+"), JobState.UNKNOWN)
+            reason = fields.get("Reason", "") if fields.get("Reason") not in ("None", "(null)") else ""
+            code = _exit_code(fields.get("ExitCode", "")) if state.finished else None
+            for job_id in wanted.intersection(ids):
+                out[job_id] = JobStatus(job_id, state, reason, code)
+        return out
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # -r: one line per array element, pending ones included ("123_4", not "123_[4-7]")
@@ -140,8 +177,8 @@ class SlurmSystem(BatchSystem):
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         if result.returncode != 0:
             # squeue -j <one id it no longer knows> exits 1; a list of ids does not
-            if "Invalid job id" in result.stderr:
-                return {}
+            if "Invalid job id" in result.stderr and len(job_ids) == 1:
+                return {job_ids[0]: JobStatus(job_ids[0], JobState.UNKNOWN, gone=True)}
             raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
         wanted = set(job_ids)
         out: dict[str, JobStatus] = {}
