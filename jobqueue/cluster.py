@@ -270,7 +270,7 @@ class JobQueueCluster(SpecCluster):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"only {running} of {n_workers} workers connected within {timeout} s; "
-                    f"jobs: {self._tracker.summary() or 'none submitted'} (ids {' '.join(self.job_ids) or '-'})")
+                    f"jobs: {self._jobs_summary()} (ids {' '.join(self.job_ids) or '-'})")
             await asyncio.sleep(0.2)
 
     # --- job lifecycle --------------------------------------------------------------
@@ -311,9 +311,9 @@ class JobQueueCluster(SpecCluster):
 
     def _jobs_summary(self) -> str:
         text = summarize(self._tracker.jobs.values())
-        waiting = len(self._submissions.waiting)
+        waiting = self._submissions.waiting_summary()
         if waiting:
-            text = ("" if text.startswith("none") else text + ", ") + f"{waiting} waiting ({self._submissions.limits})"
+            text = ("" if text.startswith("none") else text + ", ") + waiting
         return text
 
     def _repr_html_(self, cluster_status=None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Sequence
 
 from distributed.core import Status
@@ -39,7 +40,9 @@ class JobSubmissionError(RuntimeError):
 class SubmissionQueue:
     """Submits a cluster's jobs: one at a time, or the jobs started in the same moment
     (one scale() call) as one array job; jobs over ``max_jobs`` / ``max_pending_jobs``
-    wait here, in order, until :meth:`submit_waiting` gives them their turn."""
+    wait here, in order, until :meth:`submit_waiting` gives them their turn. A transient
+    refusal (controller unreachable, rate limit, timeout) puts the jobs back at the front
+    of that line, and nothing is submitted before a growing backoff (2 s ... 60 s)."""
 
     def __init__(self, spec: JobSpec, system: BatchSystem, tracker: JobTracker, *, template: str | None = None,
                  worker_args: Sequence[str] = (), max_jobs: int | None = None,
@@ -56,6 +59,9 @@ class SubmissionQueue:
         self.in_flight = 0  # submissions started but not answered yet (they count as pending)
         self._batch: list[tuple[Job, asyncio.Future]] = []
         self._batch_task: asyncio.Future | None = None
+        self.retry_at = 0.0  # monotonic time before which nothing is submitted (after a transient refusal)
+        self.retry_delay = 0.0
+        self.transient_error = ""  # what the system last said, while the backoff lasts
         self.render()  # a template or value error fails now, not once per job
 
     def render(self, scheduler_address: str | None = None, worker_name: str = "dummy-name",
@@ -69,7 +75,19 @@ class SubmissionQueue:
         return ", ".join(f"{k}={v}" for k, v in (("max_jobs", self.max_jobs),
                                                   ("max_pending_jobs", self.max_pending_jobs)) if v)
 
+    def waiting_summary(self) -> str:
+        """e.g. "2 waiting (max_jobs=4)" or "2 waiting to resubmit (...; next try in 8 s)"."""
+        if not self.waiting:
+            return ""
+        if self.transient_error:
+            wait = max(0.0, self.retry_at - time.monotonic())
+            return (f"{len(self.waiting)} waiting to resubmit ({self.system.name} refused for now: "
+                    f"{self.transient_error}; next try in {wait:.0f} s)")
+        return f"{len(self.waiting)} waiting ({self.limits})"
+
     def may_submit(self) -> bool:
+        if time.monotonic() < self.retry_at:
+            return False
         live = [j for j in self.tracker.jobs.values() if not j.finished and not j.cancelled_by_us]
         if self.max_jobs is not None and len(live) + self.in_flight >= self.max_jobs:
             return False
@@ -107,7 +125,24 @@ class SubmissionQueue:
             script = self.render(job.scheduler_address, str(job.name))
             job.record = await self.tracker.submit(script, str(job.name), self.system.log_paths(self.spec))
         except Exception as exc:
-            raise job.fail(exc) from exc
+            if not self.system.transient(exc):
+                raise job.fail(exc) from exc
+            self._defer([job], exc)
+        else:
+            self._submitted()
+
+    def _defer(self, jobs: list[Job], exc: Exception) -> None:
+        self.retry_delay = min(max(2 * self.retry_delay, 2.0), 60.0)
+        self.retry_at = time.monotonic() + self.retry_delay
+        self.transient_error = str(exc).strip().splitlines()[-1][:200]
+        self.waiting[:0] = [job for job in jobs if job not in self.waiting]
+        logger.warning("jobqueue: %s refused %d job(s) for now (%s); trying again in %.0f s",
+                       self.system.name, len(jobs), self.transient_error, self.retry_delay)
+
+    def _submitted(self) -> None:
+        if self.transient_error:
+            logger.warning("jobqueue: %s accepts jobs again", self.system.name)
+        self.retry_delay, self.transient_error = 0.0, ""
 
     async def _join_batch(self, job: Job) -> None:
         future = asyncio.get_running_loop().create_future()
@@ -133,10 +168,17 @@ class SubmissionQueue:
                 script = self.render(jobs[0].scheduler_address, array_names=names)
                 records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec))
             except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
+                if self.system.transient(exc):
+                    self._defer(jobs, exc)
                 for job, future in batch:
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if job in self.waiting:
+                        future.set_result(None)
+                    else:
                         future.set_exception(job.fail(exc))
                 return
+            self._submitted()
             for (job, future), record in zip(batch, records):
                 job.record = record
                 future.set_result(None)

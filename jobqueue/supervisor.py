@@ -90,11 +90,11 @@ class Supervisor:
             await asyncio.sleep(min(0.25, self.fast_poll_interval))
             if self._closing():
                 return
-            if time.monotonic() - last < self.next_interval():
-                continue
-            last = time.monotonic()
             try:
-                await self.poll_once()
+                if time.monotonic() - last >= self.next_interval():
+                    last = time.monotonic()
+                    await self.poll_once()
+                await self.submit_waiting()  # a turn or a retry may be due without a poll
             except Exception:  # the poller must survive anything; say what happened
                 logger.exception("jobqueue: job status poll failed")
 
@@ -115,6 +115,10 @@ class Supervisor:
         changed = self._replace_before_walltime() or changed
         if changed and self.cluster.status == Status.running:
             await self.cluster._correct_state()
+
+    async def submit_waiting(self) -> None:
+        if not self.submissions.waiting or not self.submissions.may_submit():
+            return
         try:
             await self.submissions.submit_waiting(lambda: self.cluster.status == Status.running)
         except JobSubmissionError as exc:

@@ -266,3 +266,55 @@ def test_a_job_that_vanishes_for_good_is_replaced_after_lost_after(tmp_path, mon
         assert cluster.replacements[0]["job_id"] == victim
         assert waited >= 9, f"replaced after {waited:.1f} s: a single omission was taken as the end"
         cluster.wait_for_workers(1, timeout=120)
+
+
+# --- item 7: a refused submission is retried -------------------------------------------------
+@pytest.mark.parametrize("how", ["scale", "adapt"])
+def test_scale_during_a_controller_outage_reaches_its_size_when_it_returns(how, outage):
+    """Item 7: sbatch fails while slurmctld is down (15 s+); the jobs wait, the repr says for
+    what, and the cluster reaches the requested size by itself once the controller is back."""
+    with SLURMCluster(cores=1, memory="100MB", processes=1) as cluster:
+        outage.stop()
+        if how == "scale":
+            cluster.scale(jobs=2)
+        else:
+            cluster.adapt(minimum_jobs=2, maximum_jobs=2)
+        assert wait_for(lambda: "waiting to resubmit" in repr(cluster), 30), repr(cluster)
+        assert "Unable to contact slurm controller" in repr(cluster)
+        assert cluster.failures == []  # not a failure: it passes
+        time.sleep(8)
+        outage.start()
+        t0 = time.monotonic()
+        cluster.wait_for_workers(2, timeout=120)
+        print(f"\n[measure] {how}() during a controller outage: 2 workers {time.monotonic() - t0:.1f} s "
+              "after slurmctld returned")
+        assert len(cluster.tracker.jobs) == 2  # no duplicates
+
+
+@pytest.mark.parametrize("system", ["sge", "pbs"])
+def test_qsub_refused_for_now_is_retried(system, backend, tmp_path, monkeypatch):
+    """Item 7 on Grid Engine and PBS: qsub cannot reach its server (the messages the research
+    notes and a stopped sge_qmaster give); the jobs are submitted once it answers again."""
+    message = {"sge": "error: commlib error: got select error (Connection refused)",
+               "pbs": "qsub: cannot connect to server pbs-emu (errno=111)"}[system]
+    flag = Wrappers(tmp_path, monkeypatch, path=os.environ["PATH"]).fail_while("qsub", message)
+    with backend.cls(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=2)
+        assert wait_for(lambda: "waiting to resubmit" in repr(cluster), 30), repr(cluster)
+        time.sleep(3)
+        flag.unlink()
+        cluster.wait_for_workers(2, timeout=120)
+        assert cluster.failures == []
+
+
+@slurm
+def test_a_permanent_refusal_still_fails_fast():
+    """Item 7, the other side: an invalid partition is not retried."""
+    from jobqueue import JobSubmissionError
+
+    with SLURMCluster(cores=1, memory="100MB", queue="nosuchpartition") as cluster:
+        cluster.scale(jobs=1)
+        t0 = time.monotonic()
+        with pytest.raises(JobSubmissionError, match="invalid partition"):
+            cluster.wait_for_workers(1, timeout=60)
+        assert time.monotonic() - t0 < 15

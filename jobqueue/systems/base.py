@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
-from ..commands import CommandError, CommandResult, run_async
+from ..commands import CommandError, CommandResult, CommandTimeout, run_async
 from ..keywords import Keyword
 from ..spec import JobSpec, check_line_value
 from ..watchdog import unconfirmed
@@ -79,6 +79,11 @@ class BatchSystem:
     cancel_command: ClassVar[str] = ""
     # a line of cancel output that is no failure: the job was cancelled, or had already ended
     cancel_ok: ClassVar[str] = r"^$"
+    # a refusal that passes (controller down or busy, rate limits): worth trying again later
+    transient_errors: ClassVar[str] = (
+        r"temporarily unavailable|try again|timed out|connection refused|connect failure|unable to contact"
+        r"|cannot connect|commlib error|rate limit|too many (?:requests|rpcs)|Zero Bytes were transmitted"
+        r"|Temporary failure|slurm_persist_conn")
     template: ClassVar[str] = "base.sh.j2"
     command_timeout: float = 60.0
 
@@ -197,6 +202,14 @@ class BatchSystem:
         system, which has no directives, writes there itself)."""
         result = await run_async(self.submit_argv(), input=script, timeout=self.command_timeout)
         return self.parse_submit(result)
+
+    def transient(self, exc: BaseException) -> bool:
+        """Is ``exc`` a refusal that passes (retry later), not one about the job itself?"""
+        if isinstance(exc, CommandTimeout):
+            return True
+        if not isinstance(exc, CommandError):
+            return False
+        return re.search(self.transient_errors, f"{exc.stderr}\n{exc.stdout}\n{exc}", re.I) is not None
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel with one command. Output lines that ``cancel_ok`` matches (cancelled, or
