@@ -165,7 +165,7 @@ def cleanup(dry_run: bool) -> None:
     import os
 
     from .files import journals
-    from .watchdog import cancel_jobs, owner_gone, read
+    from .watchdog import cancel_intents, cancel_jobs, owner_gone, read
 
     stale = failed = 0
     for path in journals():
@@ -179,7 +179,10 @@ def cleanup(dry_run: bool) -> None:
             click.echo(f"{os.path.basename(path)}: {why}; would cancel {data.get('system')} jobs: {ids}")
             continue
         ok, line = cancel_jobs(data)
-        click.echo(f"{os.path.basename(path)}: {why}; {line}" + ("" if ok else " (journal kept: run again)"))
+        done, by_name = cancel_intents(data)
+        ok = ok and done
+        click.echo(f"{os.path.basename(path)}: {why}; {line}" + (f"; by name: {by_name}" if by_name else "")
+                   + ("" if ok else " (journal kept: run again)"))
         if ok:
             os.unlink(path)
         failed += not ok

@@ -85,6 +85,7 @@ class JobQueueCluster(SpecCluster):
         spec = self.build_spec(config_name=config_name, interface=interface, protocol=protocol, **job_kwargs)
 
         self._system = self.system_cls()
+        self._system.command_timeout = parse_timedelta(dask.config.get("jobqueue.command-timeout", "60s"))
         self._tracker = JobTracker(self._system, Journal(files.journal_path(self._cluster_id), self._system),
                                    lost_after=parse_timedelta(dask.config.get("jobqueue.lost-after", "10s")))
         credentials_base = (self.shared_temp_directory or dask.config.get("jobqueue.credentials-directory", None)
@@ -94,6 +95,7 @@ class JobQueueCluster(SpecCluster):
                   for key, value in (("max_jobs", max_jobs), ("max_pending_jobs", max_pending_jobs))}
         self._submissions = SubmissionQueue(
             spec, self._system, self._tracker, template=template, worker_args=self._credentials.worker_args(security),
+            token=self._cluster_id.rsplit("-", 1)[-1][:6],
             job_array=bool(cfg("job-array", True) if job_array is None else job_array), **limits)
         self.supervisor = Supervisor.from_config(self, poll_interval, max_start_failures)
         if spec.log_directory:
@@ -278,12 +280,19 @@ class JobQueueCluster(SpecCluster):
         await super()._start()
         self.supervisor.start()
 
+    def mark_connected(self, names=None) -> None:
+        """Tell the supervisor which jobs brought workers (also for a worker that connected
+        before its submission's answer arrived, e.g. after a slow sbatch)."""
+        if names is None:
+            names = [str(ws.get("name")) for ws in self.scheduler_info.get("workers", {}).values()]
+        for name in names:
+            record = getattr(self.workers.get(self._job_of(name)), "record", None)
+            if record is not None:
+                self.supervisor.worker_connected(record)
+
     def _update_worker_status(self, op, msg) -> None:
         if op == "add":
-            for info in (msg.get("workers") or {}).values():
-                record = getattr(self.workers.get(self._job_of(str(info.get("name")))), "record", None)
-                if record is not None:
-                    self.supervisor.worker_connected(record)
+            self.mark_connected([str(info.get("name")) for info in (msg.get("workers") or {}).values()])
         # Skip SpecCluster's lost-worker handler: it closes (and so cancels) whatever job
         # holds that name 15 s later, even a replacement. The supervisor follows real job states.
         Cluster._update_worker_status(self, op, msg)

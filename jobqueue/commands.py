@@ -39,6 +39,10 @@ class CommandTimeout(CommandError):
     """The command did not finish within its timeout."""
 
 
+class UnreadableOutput(CommandError):
+    """The command succeeded but its output held no answer we could read (e.g. no job id)."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     argv: tuple[str, ...]

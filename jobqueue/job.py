@@ -46,7 +46,7 @@ class SubmissionQueue:
 
     def __init__(self, spec: JobSpec, system: BatchSystem, tracker: JobTracker, *, template: str | None = None,
                  worker_args: Sequence[str] = (), max_jobs: int | None = None,
-                 max_pending_jobs: int | None = None, job_array: bool = True):
+                 max_pending_jobs: int | None = None, job_array: bool = True, token: str = ""):
         self.spec = spec
         self.system = system
         self.tracker = tracker
@@ -59,6 +59,10 @@ class SubmissionQueue:
         self.in_flight = 0  # submissions started but not answered yet (they count as pending)
         self._batch: list[tuple[Job, asyncio.Future]] = []
         self._batch_task: asyncio.Future | None = None
+        # each submission's batch job name is unique: <job_name>-<cluster token>-<n>, so one
+        # whose answer never arrived can be found (or cancelled) by name
+        self.token = token
+        self.submissions = 0
         self.retry_at = 0.0  # monotonic time before which nothing is submitted (after a transient refusal)
         self.retry_delay = 0.0
         self.transient_error = ""  # what the system last said, while the backoff lasts
@@ -120,10 +124,18 @@ class SubmissionQueue:
         while self.waiting and self.may_submit() and running():
             await self.submit(self.waiting.pop(0))
 
+    def unique_name(self) -> str | None:
+        if not self.token:
+            return None
+        self.submissions += 1
+        return f"{self.spec.job_name or 'dask-worker'}-{self.token}-{self.submissions}"
+
     async def _submit_one(self, job: Job) -> None:
         try:
             script = self.render(job.scheduler_address, str(job.name))
-            job.record = await self.tracker.submit(script, str(job.name), self.system.log_paths(self.spec))
+            name = self.unique_name()
+            job.record = await self.tracker.submit(script, str(job.name), self.system.log_paths(self.spec, name),
+                                                   job_name=name)
         except Exception as exc:
             if not self.system.transient(exc):
                 raise job.fail(exc) from exc
@@ -166,7 +178,9 @@ class SubmissionQueue:
             names = [str(job.name) for job in jobs]
             try:
                 script = self.render(jobs[0].scheduler_address, array_names=names)
-                records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec))
+                name = self.unique_name()
+                records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec, name),
+                                                          job_name=name)
             except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
                 if self.system.transient(exc):
                     self._defer(jobs, exc)

@@ -109,6 +109,7 @@ class Supervisor:
                                self.status_errors, exc)
             return
         self.status_errors = 0
+        self.cluster.mark_connected()
         changed = False
         for job in ended:
             changed = await self._job_ended(job) or changed

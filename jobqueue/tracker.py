@@ -70,12 +70,16 @@ class Journal:
         self.owner_started = process_identity(self.owner_pid)
         private_dir(os.path.dirname(path))
 
-    def write(self, job_ids: Sequence[str], closed: bool = False) -> None:
+    def write(self, job_ids: Sequence[str], closed: bool = False, intents: dict[str, float] | None = None) -> None:
         """``closed``: the cluster closed without the cancel of these jobs confirmed; the
-        watchdog takes over at once (it retries until the batch system confirms)."""
+        watchdog takes over at once (it retries until the batch system confirms).
+        ``intents``: unique job names of submissions whose id has not arrived, each with the
+        time until which it may still land; the watchdog cancels those by name."""
+        intents = {name: [self.system.cancel_name_argv(name), until] for name, until in (intents or {}).items()
+                   if self.system.cancel_name_argv(name)}
         data = {"owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
                 "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
-                "cancel_ok": self.system.cancel_ok, "closed": closed, "updated": time.time()}
+                "cancel_ok": self.system.cancel_ok, "intents": intents, "closed": closed, "updated": time.time()}
         write_private(self.path, json.dumps(data))
 
     def remove(self) -> None:
@@ -106,6 +110,8 @@ class JobTracker:
         self.journal = journal
         self.lost_after = lost_after
         self.jobs: dict[str, TrackedJob] = {}
+        # unique names of submissions whose id has not arrived -> until when they may land
+        self.intents: dict[str, float] = {}
         self.watchdog: subprocess.Popen | None = None
         self.commands_issued: dict[str, int] = {"submit": 0, "status": 0, "cancel": 0}
 
@@ -113,18 +119,59 @@ class JobTracker:
         """Ids of jobs the batch system may still hold (queued, running or ending)."""
         return [j.job_id for j in self.jobs.values() if not j.finished]
 
-    def _write_journal(self) -> None:
+    def _write_journal(self, closed: bool = False) -> None:
         if self.journal is not None:
             try:
-                self.journal.write(self.live_ids())
+                self.journal.write(self.live_ids(), closed=closed, intents=self.intents)
             except OSError as exc:  # the journal is a safety net; never fail a job for it
                 logger.warning("could not write the job journal %s: %s", self.journal.path, exc)
+            if self.watchdog is None:
+                self.watchdog = self.journal.start_watchdog()
 
-    async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = ()) -> TrackedJob:
-        self.commands_issued["submit"] += 1
-        job_id = await self.system.submit(script, log_paths)
+    async def submit(self, script: str, name: str, log_paths: tuple[str, ...] = (),
+                     job_name: str | None = None) -> TrackedJob:
+        """Submit one job for worker ``name``, as the unique batch job name ``job_name``."""
+        job_id = await self._submit(script, log_paths, job_name)
         logger.info("submitted job %s for worker %s", job_id, name)
         return self._track([job_id], [name], log_paths)[0]
+
+    async def submit_array(self, script: str, names: Sequence[str], log_paths: tuple[str, ...] = (),
+                           job_name: str | None = None) -> list[TrackedJob]:
+        """Submit one array job whose element i runs worker names[i]; each element is
+        tracked (and cancelled) as a job of its own."""
+        array_id = await self._submit(script, log_paths, job_name)
+        ids = self.system.array_element_ids(array_id, len(names))
+        logger.info("submitted array job %s: elements %s for workers %s", array_id, " ".join(ids), " ".join(names))
+        return self._track(ids, names, log_paths)
+
+    async def _submit(self, script: str, log_paths: tuple[str, ...], job_name: str | None) -> str:
+        """Journal the intent (the unique job name) first, so that a submission whose answer
+        never arrives -- the owner killed meanwhile, a timeout, an unreadable answer -- can
+        still be found, or cancelled by name. Returns the job id."""
+        self.commands_issued["submit"] += 1
+        if job_name:
+            self.intents[job_name] = time.time() + self.system.command_timeout + 30
+            self._write_journal()
+        try:
+            job_id = await self.system.submit(script, log_paths, name=job_name)
+        except CommandError as exc:
+            if not job_name or not self.system.ambiguous(exc):
+                self.intents.pop(job_name, None)
+                raise
+            found = await self._find(job_name)
+            if not found:
+                raise  # the intent stays journaled: cancelled by name at close, or by the watchdog
+            logger.warning("%s (%s); found the job by its name %s: %s", exc, type(exc).__name__, job_name, found[0])
+            job_id = found[0]
+        self.intents.pop(job_name, None)
+        return job_id
+
+    async def _find(self, job_name: str) -> list[str]:
+        try:
+            return await self.system.find(job_name)
+        except CommandError as exc:
+            logger.warning("could not look for job %s by its name: %s", job_name, exc)
+            return []
 
     def _track(self, job_ids: Sequence[str], names: Sequence[str], log_paths: tuple[str, ...]) -> list[TrackedJob]:
         """Record newly submitted jobs (%J in log paths is each one's id), journal them,
@@ -133,19 +180,7 @@ class JobTracker:
                    for job_id, name in zip(job_ids, names)]
         self.jobs.update((r.job_id, r) for r in records)
         self._write_journal()
-        if self.journal is not None and self.watchdog is None:
-            self.watchdog = self.journal.start_watchdog()
         return records
-
-    async def submit_array(self, script: str, names: Sequence[str],
-                           log_paths: tuple[str, ...] = ()) -> list[TrackedJob]:
-        """Submit one array job whose element i runs worker names[i]; each element is
-        tracked (and cancelled) as a job of its own."""
-        self.commands_issued["submit"] += 1
-        array_id = await self.system.submit(script, log_paths)
-        ids = self.system.array_element_ids(array_id, len(names))
-        logger.info("submitted array job %s: elements %s for workers %s", array_id, " ".join(ids), " ".join(names))
-        return self._track(ids, names, log_paths)
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel ``job_ids`` with one command; already finished jobs are no error.
@@ -175,6 +210,15 @@ class JobTracker:
                 job.state, job.reason, job.since, job.ended_at = JobState.CANCELLED, "cluster closed", now, now
 
     async def cancel_all(self) -> None:
+        """Cancel every live job, and any job of a submission whose id never arrived."""
+        for job_name in list(self.intents):
+            ids = await self._find(job_name)
+            if ids:
+                await self.system.cancel(ids)
+                logger.warning("cancelled job(s) %s, found by the name %s", " ".join(ids), job_name)
+            if not ids and time.time() < self.intents[job_name]:
+                continue  # may still land: the watchdog keeps watching for it
+            del self.intents[job_name]
         await self.cancel(self.live_ids())
 
     async def poll(self) -> list[TrackedJob]:
@@ -266,16 +310,11 @@ class JobTracker:
         if self.journal is None:
             return
         left = [j.job_id for j in self.jobs.values() if not j.finished and not j.cancelled_by_us]
-        if left:
-            try:
-                self.journal.write(left, closed=True)
-            except OSError as exc:
-                logger.error("could not hand jobs %s to the watchdog (%s): cancel them by hand",
-                             " ".join(left), exc)
-            if self.watchdog is None:
-                self.watchdog = self.journal.start_watchdog()
+        if left or self.intents:
+            self._write_journal(closed=True)
             logger.warning("jobs %s are not confirmed cancelled; the watchdog retries (log: %s)",
-                           " ".join(left), os.path.join(os.path.dirname(self.journal.path), "watchdog.log"))
+                           " ".join(left + list(self.intents)),
+                           os.path.join(os.path.dirname(self.journal.path), "watchdog.log"))
             return
         self.journal.remove()
         if self.watchdog is not None:

@@ -86,17 +86,42 @@ def cancel_jobs(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
     return True, f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
 
 
+def cancel_intents(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
+    """Cancel by name the submissions whose id never arrived (``data["intents"]``: name ->
+    [argv, until]). One is settled once cancelled after ``until``, when it can no longer
+    land; the rest stay in ``data``."""
+    left, said = {}, []
+    for name, (argv, until) in (data.get("intents") or {}).items():
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            failed = unconfirmed(out.returncode, out.stdout + "\n" + out.stderr, data.get("cancel_ok", ""))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failed = [str(exc)]
+        if failed or time.time() < until:
+            left[name] = [argv, until]
+        said.append(f"`{shlex.join(argv)}`" + (f" failed: {' / '.join(failed)}" if failed else ""))
+    data["intents"] = left
+    return not left, "; ".join(said)
+
+
 def settle(path: str, data: dict, deadline: float = DEADLINE) -> int:
     """Cancel what the journal lists, retrying with backoff (a controller outage, a slow
-    controller) until the batch system confirms or ``deadline`` seconds have passed. The
-    journal is removed only once confirmed: until then `jobqueue cleanup` can find it."""
+    controller) until the batch system confirms or ``deadline`` seconds have passed, and
+    the submissions whose id never arrived by name until they can no longer land. The
+    journal is removed only once all is confirmed: until then `jobqueue cleanup` finds it."""
     start = time.monotonic()
     delay = 1.0
     why = "its owner is gone" if owner_gone(data) else "its cluster closed without confirming the cancel"
+    said = ""
     while True:
         ok, line = cancel_jobs(data)
-        log(f"{os.path.basename(path)}: {why}; {line}")
+        done, by_name = cancel_intents(data)
+        if (line, by_name) != said:
+            log(f"{os.path.basename(path)}: {why}; {line}" + (f"; by name: {by_name}" if by_name else ""))
+            said = (line, by_name)
         if ok:
+            data["job_ids"] = []  # confirmed: not again
+        if ok and done:
             with contextlib.suppress(OSError):
                 os.unlink(path)
             return 0
@@ -104,10 +129,9 @@ def settle(path: str, data: dict, deadline: float = DEADLINE) -> int:
             log(f"{os.path.basename(path)}: giving up after {deadline:.0f} s; the journal stays for "
                 "`jobqueue cleanup`")
             return 1
-        time.sleep(delay)
+        time.sleep(delay if not ok else 1.0)  # a submission in flight may land any moment
         delay = min(delay * 2, 30.0)
-        data = read(path)
-        if data is None:
+        if not os.path.exists(path):
             return 0  # `jobqueue cleanup` (or the owner) settled it meanwhile
 
 

@@ -318,3 +318,70 @@ def test_a_permanent_refusal_still_fails_fast():
         with pytest.raises(JobSubmissionError, match="invalid partition"):
             cluster.wait_for_workers(1, timeout=60)
         assert time.monotonic() - t0 < 15
+
+
+# --- items 4 and 5: a submission whose answer is odd, late or never arrives ------------------
+@slurm
+def test_a_notice_line_before_the_job_id_is_read(tmp_path, monkeypatch):
+    """Item 4: a site's sbatch wrapper prints a notice before the id."""
+    Wrappers(tmp_path, monkeypatch).wrap("sbatch", 'echo "NOTICE: project proj has 12.5 core-hours left"')
+    with SLURMCluster(cores=1, memory="100MB", processes=1) as cluster:
+        cluster.scale(jobs=2)
+        cluster.wait_for_workers(2, timeout=120)
+        assert cluster.failures == [] and len(cluster.tracker.jobs) == 2
+        ids = list(cluster.job_ids)
+    assert wait_for(lambda: not (set(ids) & squeue_ids()), 30)
+
+
+@slurm
+def test_sbatch_that_times_out_after_the_controller_accepted_the_job(tmp_path, monkeypatch):
+    """Item 4: sbatch submits, then hangs past the command timeout: the job is found by its
+    unique name and tracked -- not submitted twice, not left behind."""
+    before = squeue_ids()
+    Wrappers(tmp_path, monkeypatch).wrap("sbatch", '"$REAL" "$@"; exec sleep 60')
+    with dask.config.set({"jobqueue.command-timeout": "5s"}):
+        with SLURMCluster(cores=1, memory="100MB", processes=1, job_array=False) as cluster:
+            cluster.scale(jobs=2)
+            cluster.wait_for_workers(2, timeout=120)  # the workers may connect before sbatch "returns"
+            assert wait_for(lambda: len(cluster.tracker.jobs) == 2, 30), sorted(cluster.tracker.jobs)
+            assert squeue_ids() - before == set(cluster.job_ids)  # nothing untracked
+            assert cluster.failures == []
+            assert wait_for(lambda: all(j.workers_seen for j in cluster.tracker.jobs.values()), 10)
+    assert wait_for(lambda: not (squeue_ids() - before), 30), "jobs left behind"
+
+
+SLOW_SUBMIT_OWNER = r'''
+import time
+from jobqueue import SLURMCluster
+cluster = SLURMCluster(cores=1, memory="100MB", processes=1, job_extra_directives=["--hold"],
+                       scheduler_options={"dashboard_address": ":0"})
+cluster.scale(jobs=1)
+print("SCALED", flush=True)
+time.sleep(600)
+'''
+
+
+@slurm
+def test_owner_killed_while_sbatch_is_still_running(tmp_path, monkeypatch):
+    """Item 5: the owner dies while sbatch still runs; the job lands afterwards, with no id
+    in any journal. Its intent (unique name) was journaled first: the watchdog cancels it."""
+    started, landed = tmp_path / "started", tmp_path / "landed"
+    Wrappers(tmp_path, monkeypatch).wrap("sbatch", f'touch {started}; sleep 4; "$REAL" "$@" > {landed}; '
+                                                   f'cat {landed}; exit 0')
+    env = {**os.environ, "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state")}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SUBMIT_OWNER], stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=env)
+    try:
+        assert wait_for(lambda: started.exists(), 60), "sbatch never started"
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: landed.exists() and landed.read_text().strip(), 30), "the late job never landed"
+        job_id = landed.read_text().strip().split(";")[0]
+        t0 = time.monotonic()
+        assert wait_for(lambda: job_id not in squeue_ids(), 30), f"job {job_id} of a dead owner is still queued"
+        print(f"\n[measure] a job that landed after its owner died: cancelled by name "
+              f"{time.monotonic() - t0:.1f} s after it appeared")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
-from ..commands import CommandError, CommandResult, CommandTimeout, run_async
+from ..commands import CommandError, CommandResult, CommandTimeout, UnreadableOutput, run_async
 from ..keywords import Keyword
 from ..spec import JobSpec, check_line_value
 from ..watchdog import unconfirmed
@@ -159,15 +159,15 @@ class BatchSystem:
         """Directive lines of an n-element array job (the normal header plus the array request)."""
         return self.header(spec) + [f"{self.directive_prefix} {self.array_directive(n).text}"]
 
-    def array_log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+    def array_log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
         """Like log_paths, %J standing for the element's id."""
-        return self.log_paths(spec)
+        return self.log_paths(spec, name)
 
     def mpi_launcher(self, spec: JobSpec) -> list[str]:
         """argv prefix that starts the bootstrap on every rank of an MPI batch script."""
         raise ValueError(f"--mpi scripts are not available for {self.name} yet; use slurm")
 
-    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
         """Where a job writes stdout and stderr, with %J standing for the job id."""
         if spec.log_directory is None:
             return ()
@@ -179,12 +179,45 @@ class BatchSystem:
         """Is this system's submit command on PATH?"""
         return shutil.which(self.submit_command) is not None
 
-    def submit_argv(self) -> list[str]:
-        """argv that submits a job script read from standard input."""
+    def submit_argv(self, name: str | None = None) -> list[str]:
+        """argv that submits a job script read from standard input (as job ``name``, if given)."""
+        return [self.submit_command, *self.submit_options, *(self.name_argv(name) if name else [])]
+
+    submit_options: ClassVar[tuple[str, ...]] = ()
+
+    def name_argv(self, name: str) -> list[str]:
+        """Options that give a job this name on the command line (it wins over the script's
+        directive). Empty: the system cannot, and jobs keep the script's name."""
+        return []
+
+    def submitted_id(self, line: str) -> str | None:
+        """The job id on one line of the submit command's output, if it holds one."""
         raise NotImplementedError
 
     def parse_submit(self, result: CommandResult) -> str:
-        raise NotImplementedError
+        """The job id: the last output line that holds one (a site's wrapper may print
+        notices around it)."""
+        for line in reversed(result.stdout.splitlines()):
+            job_id = self.submitted_id(line.strip()) if line.strip() else None
+            if job_id:
+                return job_id
+        raise UnreadableOutput(result.argv, result.returncode, result.stdout, result.stderr,
+                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
+                                      f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
+
+    async def find(self, name: str) -> list[str]:
+        """Ids (as submit prints them) of this user's live jobs named ``name``: where a
+        submission's answer never arrived, its job is looked for by its unique name."""
+        return []
+
+    def cancel_name_argv(self, name: str) -> list[str] | None:
+        """One argv that cancels this user's jobs named ``name`` (the watchdog runs it for a
+        submission whose id never arrived); None where the system has no such command."""
+        return None
+
+    def ambiguous(self, exc: BaseException) -> bool:
+        """Did a failed submission perhaps reach the batch system all the same?"""
+        return isinstance(exc, (CommandTimeout, UnreadableOutput))
 
     def cancel_argv(self, job_ids: Sequence[str]) -> list[str]:
         return [self.cancel_command, *job_ids]
@@ -195,12 +228,13 @@ class BatchSystem:
     def parse_status(self, result: CommandResult, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         raise NotImplementedError
 
-    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
-        """Submit ``script``; return the job id. Raises CommandError with the system's stderr.
+    async def submit(self, script: str, log_paths: Sequence[str] = (), name: str | None = None) -> str:
+        """Submit ``script`` (as job ``name``); return the job id. Raises CommandError with
+        the system's stderr.
 
         ``log_paths`` is where the script's directives send its output (the local
         system, which has no directives, writes there itself)."""
-        result = await run_async(self.submit_argv(), input=script, timeout=self.command_timeout)
+        result = await run_async(self.submit_argv(name), input=script, timeout=self.command_timeout)
         return self.parse_submit(result)
 
     def transient(self, exc: BaseException) -> bool:

@@ -81,7 +81,7 @@ class LocalSystem(BatchSystem):
             os.replace(path[:-3] + suffix, target.replace("%J", job_id))
         return job_id
 
-    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
+    async def submit(self, script: str, log_paths: Sequence[str] = (), name: str | None = None) -> str:
         return await in_thread(self._start, script, list(log_paths))
 
     async def status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:

@@ -160,37 +160,42 @@ class PBSSystem(BatchSystem):
         number = head.split("[")[0]
         return [f"{number}[{i}]" + (f".{server}" if server else "") for i in range(n)]
 
-    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
         # -o <dir>/: PBS writes <dir>/<full job id>.OU and .ER, when the job ends
         if spec.log_directory is None:
             return ()
         return (f"{spec.log_directory}/%J.OU", f"{spec.log_directory}/%J.ER")
 
     # --- commands ------------------------------------------------------------
-    def submit_argv(self) -> list[str]:
-        return [self.submit_command]
+    def name_argv(self, name: str) -> list[str]:
+        # Torque keeps 15 characters of a name: jobs keep the script's there
+        return ["-N", name] if self.detect_flavour() == "openpbs" else []
 
-    async def submit(self, script: str, log_paths: Sequence[str] = ()) -> str:
+    async def find(self, name: str) -> list[str]:
+        result = await run_async([self.status_command, "-f", "-F", "json"], timeout=self.command_timeout,
+                                 check=False)
+        try:
+            jobs = (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
+        except ValueError:
+            return []
+        return sorted(job_id for job_id, info in jobs.items() if str(info.get("Job_Name")) == name)
+
+    async def submit(self, script: str, log_paths: Sequence[str] = (), name: str | None = None) -> str:
         # from a file, not stdin: Torque-style qsubs (e.g. Slurm's wrapper) cannot read stdin,
         # and the job name is then ours, not "STDIN". qsub copies the script; the file goes.
         fd, path = tempfile.mkstemp(prefix="jobqueue-", suffix=".sh")  # owner-only (0600)
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(script)
-            result = await run_async([*self.submit_argv(), path], timeout=self.command_timeout)
+            result = await run_async([*self.submit_argv(name), path], timeout=self.command_timeout)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return self.parse_submit(result)
 
-    def parse_submit(self, result: CommandResult) -> str:
-        lines = [ln.strip() for ln in result.stdout.splitlines() if ln.strip()]
-        job_id = lines[-1].split()[-1] if lines else ""
-        if not _JOB_ID.match(job_id):
-            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
-                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
-                                      f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
-        return job_id
+    def submitted_id(self, line: str) -> str | None:
+        job_id = line.split()[-1]
+        return job_id if _JOB_ID.match(job_id) else None
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # no -x: with job history off (the default) the server then answers nothing at all

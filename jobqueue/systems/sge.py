@@ -111,26 +111,30 @@ class SGESystem(BatchSystem):
     def array_element_ids(self, array_id: str, n: int) -> list[str]:
         return [f"{array_id}.{i}" for i in range(1, n + 1)]
 
-    def log_paths(self, spec: JobSpec) -> tuple[str, ...]:
+    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
         # -o <dir>/ with -j y: Grid Engine writes <dir>/<job name>.o<job id>, stderr included
         if spec.log_directory is None:
             return ()
-        return (f"{spec.log_directory}/{spec.job_name or 'STDIN'}.o%J",)
+        return (f"{spec.log_directory}/{name or spec.job_name or 'STDIN'}.o%J",)
 
     # --- commands ------------------------------------------------------------
-    def submit_argv(self) -> list[str]:
-        return [self.submit_command, "-terse"]
+    submit_options = ("-terse",)
 
-    def parse_submit(self, result: CommandResult) -> str:
-        out = result.stdout.strip()
-        m = _SUBMITTED.match(out.splitlines()[0].strip()) if out else None
-        if m is None:
-            m = _SUBMITTED_LONG.search(out)
-        if m is None:
-            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
-                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
-                                      f"{out!r} (stderr: {result.stderr.strip()!r})")
-        return m.group(1)
+    def name_argv(self, name: str) -> list[str]:
+        return ["-N", name]
+
+    def submitted_id(self, line: str) -> str | None:
+        m = _SUBMITTED.match(line) or _SUBMITTED_LONG.search(line)
+        return m.group(1) if m else None
+
+    async def find(self, name: str) -> list[str]:
+        result = await run_async([self.status_command, "-xml"], timeout=self.command_timeout)
+        root = ET.fromstring(result.stdout)
+        return sorted({(e.findtext("JB_job_number") or "").strip() for e in root.iter("job_list")
+                       if (e.findtext("JB_name") or "").strip() == name})
+
+    def cancel_name_argv(self, name: str) -> list[str] | None:
+        return [self.cancel_command, name]  # qdel takes job names too
 
     def status_argv(self, job_ids: Sequence[str]) -> list[str]:
         # qstat cannot take a list of ids with -xml; it lists the caller's own jobs

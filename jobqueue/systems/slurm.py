@@ -26,6 +26,12 @@ _STATES = {
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 
 
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
 def _exit_code(text: str) -> int | None:
     """Slurm's "ExitCode=<code>:<signal>" as one number (negative: killed by that signal)."""
     m = re.fullmatch(r"(\d+):(\d+)", text.strip())
@@ -132,17 +138,24 @@ class SlurmSystem(BatchSystem):
         # returns the client's own exit code instead of the signal it killed the others with
         return ["srun"]
 
-    def submit_argv(self) -> list[str]:
-        return [self.submit_command, "--parsable"]
+    submit_options = ("--parsable",)
 
-    def parse_submit(self, result: CommandResult) -> str:
+    def name_argv(self, name: str) -> list[str]:
+        return ["-J", name]
+
+    def submitted_id(self, line: str) -> str | None:
         # --parsable prints "<id>" or "<id>;<cluster>"
-        job_id = result.stdout.strip().split(";")[0].strip()
-        if not _JOB_ID.match(job_id):
-            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr,
-                               reason=f"could not read a job id from `{' '.join(result.argv)}` output: "
-                                      f"{result.stdout.strip()!r} (stderr: {result.stderr.strip()!r})")
-        return job_id
+        job_id = line.split(";")[0].strip()
+        return job_id if _JOB_ID.match(job_id) else None
+
+    async def find(self, name: str) -> list[str]:
+        # %F: an array's job id, a plain job's own id
+        result = await run_async([self.status_command, "-h", "-u", _user(), "-n", name, "-o", "%F"],
+                                 timeout=self.command_timeout)
+        return sorted({line.strip() for line in result.stdout.splitlines() if line.strip()})
+
+    def cancel_name_argv(self, name: str) -> list[str] | None:
+        return [self.cancel_command, "-u", _user(), "--name", name]
 
     async def exit_code(self, job_id: str) -> int | None:
         result = await run_async(["scontrol", "show", "job", "-o", job_id], timeout=self.command_timeout,
