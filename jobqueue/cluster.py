@@ -18,6 +18,7 @@ import math
 import os
 import time
 import uuid
+from collections import Counter
 from typing import Any, ClassVar
 
 import dask
@@ -32,7 +33,7 @@ from . import config, files, keywords
 from .commands import CommandError
 from .job import Job, JobSubmissionError, SubmissionQueue
 from .reports import JobRow, JobTable, job_logs, summarize
-from .security import Credentials, resolve_security, write_scheduler_file
+from .security import Credentials, resolve_security
 from .spec import JobSpec
 from .supervisor import Supervisor
 from .systems import REGISTRY, BatchSystem, LocalSystem, load
@@ -131,11 +132,8 @@ class JobQueueCluster(SpecCluster):
     def write_scheduler_file(self, path: str) -> str:
         """Write an owner-only file another client (e.g. Jupyter on another node) can
         connect with, security included: ``jobqueue.connect(path)``. Removed on close."""
-        tls = None
-        if self.security is not None and self.security.require_encryption:
-            tls = self._credentials.files_for(self.security, "client")
-        path = write_scheduler_file(path, {"type": "Scheduler", "address": self.scheduler_address,
-                                           "id": self._cluster_id}, tls=tls, worker_tls=tls and self._credentials.worker)
+        info = {"type": "Scheduler", "address": self.scheduler_address, "id": self._cluster_id}
+        path = self._credentials.scheduler_file(path, info, self.security)
         self._scheduler_files.append(path)
         return path
 
@@ -195,7 +193,7 @@ class JobQueueCluster(SpecCluster):
                 self.worker_spec.pop(name, None)
         if len(self.worker_spec) > jobs:
             # remove jobs that have no connected worker (still queued) before running ones
-            connected = self._job_names_with_workers()
+            connected = {self._job_of(name) for name in self._connected()}
             queued = [name for name in self.worker_spec if name not in connected]
             while len(self.worker_spec) > jobs and queued:
                 del self.worker_spec[queued.pop()]
@@ -213,11 +211,13 @@ class JobQueueCluster(SpecCluster):
 
     def _refuse_if_closed(self, what: str) -> None:
         if self.status in (Status.closing, Status.closed):
-            raise RuntimeError(f"cannot {what}: this {type(self).__name__} is {self.status.name} (its jobs were "
-                               f"cancelled); start a new cluster, e.g. {type(self).__name__}(cores=..., memory=...)")
+            name = type(self).__name__
+            raise RuntimeError(f"cannot {what}: this {name} is {self.status.name} (its jobs were cancelled); "
+                               f"start a new cluster, e.g. {name}(cores=..., memory=...)")
 
-    def _job_names_with_workers(self) -> set:
-        return {self._job_of(str(ws.get("name"))) for ws in self.scheduler_info.get("workers", {}).values()}
+    def _connected(self) -> list[str]:
+        """The names of the Dask workers connected now."""
+        return [str(ws.get("name")) for ws in self.scheduler_info.get("workers", {}).values()]
 
     def _job_of(self, worker_name: str) -> str:
         """The job (SpecCluster worker) name of a Dask worker name ("<job>-<k>" with processes > 1)."""
@@ -283,9 +283,7 @@ class JobQueueCluster(SpecCluster):
     def mark_connected(self, names=None) -> None:
         """Tell the supervisor which jobs brought workers (also for a worker that connected
         before its submission's answer arrived, e.g. after a slow sbatch)."""
-        if names is None:
-            names = [str(ws.get("name")) for ws in self.scheduler_info.get("workers", {}).values()]
-        for name in names:
+        for name in names or self._connected():
             record = getattr(self.workers.get(self._job_of(name)), "record", None)
             if record is not None:
                 self.supervisor.worker_connected(record)
@@ -300,12 +298,8 @@ class JobQueueCluster(SpecCluster):
     @property
     def jobs(self) -> JobTable:
         """Every job this cluster submitted: id, name, state, reason, workers, since."""
-        per_job: dict[str, int] = {}
-        for ws in self.scheduler_info.get("workers", {}).values():
-            job_id = getattr(self.workers.get(self._job_of(str(ws.get("name")))), "job_id", None)
-            if job_id:
-                per_job[job_id] = per_job.get(job_id, 0) + 1
-        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, per_job.get(j.job_id, 0), j.since)
+        workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
+        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
                         for j in self._tracker.jobs.values())
 
     def logs(self) -> dict[str, str]:

@@ -80,6 +80,13 @@ class Credentials:
         self.worker = self.files_for(security, "worker")
         return [word for key, path in self.worker.items() for word in ("--tls-" + key.replace("_", "-"), path)]
 
+    def scheduler_file(self, path: str, info: dict, security: Security | None) -> str:
+        """A scheduler file for ``info`` naming the client's (and workers') credential files."""
+        tls = None
+        if security is not None and security.require_encryption:
+            tls = self.files_for(security, "client")
+        return write_scheduler_file(path, info, tls=tls, worker_tls=self.worker if tls else None)
+
     def remove(self) -> None:
         if self.directory:
             shutil.rmtree(self.directory, ignore_errors=True)
