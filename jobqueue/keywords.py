@@ -71,6 +71,8 @@ JOB_KEYWORDS: tuple[Keyword, ...] = (
             cli="--prologue"),
     Keyword("job_script_epilogue", "job-script-epilogue", "Shell lines run after the workers end.", list, "[]",
             cli="--epilogue"),
+    Keyword("strict_prologue", "strict-prologue", "A failing prologue line fails the job (reported with its "
+            "output); False for sites whose prologue fails harmlessly.", bool, "True"),
     Keyword("log_directory", "log-directory", "Directory for the jobs' stdout and stderr.",
             default="a private directory under jobqueue.state-directory"),
     Keyword("worker_extra_args", "worker-extra-args", 'Extra arguments of `dask worker`, e.g. ["--lifetime 55m"].',
@@ -168,8 +170,9 @@ def resolve(system: type[BatchSystem], given: dict, cfg: Callable[[str], Any]) -
     for key, variable in system.keyword_env.items():
         if not out.get(key) and os.environ.get(variable):
             out[key] = os.environ[variable]  # e.g. PBS's account from $PBS_ACCOUNT, as dask-jobqueue
-    if out.get("nanny") is None:
-        out["nanny"] = True
+    for flag in ("nanny", "strict_prologue"):
+        if out.get(flag) is None:
+            out[flag] = True
     return out
 
 

@@ -179,6 +179,7 @@ class JobSpec:
     job_extra_directives: tuple[str, ...] = ()
     job_directives_skip: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
+    strict_prologue: bool = True
     job_script_epilogue: tuple[str, ...] = ()
     log_directory: str | None = None
     shebang: str = "#!/usr/bin/env bash"

@@ -385,3 +385,32 @@ def test_owner_killed_while_sbatch_is_still_running(tmp_path, monkeypatch):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- item 11: a failing prologue ---------------------------------------------------------------
+@pytest.mark.parametrize("system", ALL)
+def test_a_failing_prologue_line_fails_the_job(system, backend):
+    """Item 11: `source` of a missing environment (a failed module load or conda activate
+    looks the same) fails the job, reported with the shell's message -- the workers do not
+    start in the wrong environment."""
+    from jobqueue import JobFailedError
+
+    with backend.cls(cores=1, memory="1GB", processes=1, max_start_failures=1,
+                     job_script_prologue=["source /nonexistent/env.sh", "echo prologue went on"]) as cluster:
+        cluster.scale(jobs=1)
+        with pytest.raises(JobFailedError) as err:
+            cluster.wait_for_workers(1, timeout=120)
+    report = str(err.value)
+    assert "/nonexistent/env.sh" in report and "exit code 1" in report, report
+    assert "prologue went on" not in report
+
+
+def test_strict_prologue_false_runs_the_workers_anyway():
+    """Item 11's opt-out, for sites whose prologue returns non-zero harmlessly."""
+    with LocalCluster(cores=1, memory="1GB", processes=1, job_script_prologue=["false"],
+                      strict_prologue=False) as cluster:
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+    with dask.config.set({"jobqueue.local.strict-prologue": False}):
+        with LocalCluster(cores=1, memory="1GB", job_script_prologue=["false"]) as cluster:
+            assert "set -e" not in cluster.job_script()

@@ -82,7 +82,8 @@ def test_user_template_extends_ours(tmp_path):
     tpl.write_text('{% extends "slurm.sh.j2" %}\n{% block prologue %}\necho "site setup for {{ job_name }}"\n'
                    '{{ super() }}{% endblock %}\n')
     text = _render("slurm-full", template=str(tpl))
-    assert 'echo "site setup for analysis"\nmodule load python/3.11\n' in text
+    assert 'echo "site setup for analysis"\n' in text and "module load python/3.11\n" in text
+    assert text.index("site setup") < text.index("module load python/3.11")  # ours follows theirs (super())
     assert "#SBATCH -p batch" in text and "--name w-0" in text
 
 

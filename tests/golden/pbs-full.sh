@@ -26,5 +26,10 @@ trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 86400 ))
 export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
 
+# a prologue line that fails (module load, conda activate, source) fails the job, with its
+# output in the log; strict_prologue=False if your site's prologue fails harmlessly
+set -e
 cd $PBS_O_WORKDIR
+set +e
+
 /usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 4 --memory-limit 7.45GiB --nworkers 2 --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker
