@@ -192,11 +192,13 @@ class JobQueueCluster(SpecCluster):
                 del self.workers[name]
                 self.worker_spec.pop(name, None)
         if len(self.worker_spec) > jobs:
-            # remove jobs that have no connected worker (still queued) before running ones
+            # first jobs never submitted (waiting for a turn: they lose no queue position),
+            # then queued ones, newest first; running ones last (SpecCluster's choice)
+            waiting = {job.name for job in self._submissions.waiting} | (set(self.worker_spec) - set(self.workers))
             connected = {self._job_of(name) for name in self._connected()}
-            queued = [name for name in self.worker_spec if name not in connected]
-            while len(self.worker_spec) > jobs and queued:
-                del self.worker_spec[queued.pop()]
+            queued = [name for name in self.worker_spec if name not in connected and name not in waiting]
+            for name in ([n for n in self.worker_spec if n in waiting][::-1] + queued[::-1])[:len(self.worker_spec) - jobs]:
+                del self.worker_spec[name]
         return super().scale(jobs)
 
     def adapt(self, *args, minimum_jobs: int | None = None, maximum_jobs: int | None = None, **kwargs):
@@ -325,9 +327,10 @@ class JobQueueCluster(SpecCluster):
 
     # --- shutdown -------------------------------------------------------------------
     async def _close(self) -> None:
+        self.supervisor.stop()  # jobs that end from now on are not replaced
         if self.status == Status.running:
             await ask_workers_to_exit(self.scheduler, timeout=5.0)
-        self.supervisor.stop()
+            await self._tracker.let_end(self._tracker.running_ids(), timeout=5.0)
         try:
             await super()._close()
         finally:

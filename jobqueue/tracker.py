@@ -8,6 +8,7 @@ them if the owning process dies without closing its cluster. No dask imports her
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -208,6 +209,20 @@ class JobTracker:
         for job in self.jobs.values():
             if job.cancelled_by_us and not job.finished:
                 job.state, job.reason, job.since, job.ended_at = JobState.CANCELLED, "cluster closed", now, now
+
+    def running_ids(self) -> list[str]:
+        return [j.job_id for j in self.jobs.values() if j.state == JobState.RUNNING and not j.finished]
+
+    async def let_end(self, job_ids: Sequence[str], timeout: float) -> None:
+        """Wait up to ``timeout`` s for jobs whose workers were asked to exit to end on their
+        own (COMPLETED in the batch system's records), before anything is cancelled."""
+        deadline = time.monotonic() + timeout
+        while any(not self.jobs[i].finished for i in job_ids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            try:
+                await self.poll()
+            except CommandError:
+                return  # the system does not answer: cancel as usual
 
     async def cancel_all(self) -> None:
         """Cancel every live job, and any job of a submission whose id never arrived."""

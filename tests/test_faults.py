@@ -414,3 +414,44 @@ def test_strict_prologue_false_runs_the_workers_anyway():
     with dask.config.set({"jobqueue.local.strict-prologue": False}):
         with LocalCluster(cores=1, memory="1GB", job_script_prologue=["false"]) as cluster:
             assert "set -e" not in cluster.job_script()
+
+
+# --- item 12: scale-down order, and how close() ends jobs -------------------------------------
+@slurm
+def test_scale_down_removes_waiting_jobs_before_queued_ones():
+    """Item 12: with max_jobs, scaling down drops jobs still waiting for a turn before jobs
+    already queued at Slurm (which would lose their place in the queue)."""
+    with SLURMCluster(cores=1, memory="100MB", max_jobs=1, job_extra_directives=["--hold"]) as cluster:
+        cluster.scale(jobs=1)
+        assert wait_for(lambda: len(cluster.job_ids) == 1, 30)
+        first = cluster.job_ids[0]
+        cluster.scale(jobs=2)  # the second waits for a turn
+        assert wait_for(lambda: "1 waiting" in repr(cluster), 30), repr(cluster)
+        subprocess.run(["scancel", first], check=True)  # the first ends: the waiting one gets the turn,
+        assert wait_for(lambda: len(cluster.job_ids) == 1 and cluster.job_ids[0] != first, 60)
+        queued = cluster.job_ids[0]  # and the first's replacement waits now (its name comes first)
+        assert wait_for(lambda: "1 waiting" in repr(cluster), 30), repr(cluster)
+        cluster.scale(jobs=1)
+        time.sleep(2)
+        assert cluster.job_ids == [queued], f"the queued job was removed: {cluster.jobs}"
+        assert "waiting" not in repr(cluster)
+
+
+@slurm
+def test_close_lets_running_jobs_complete_and_cancels_queued_ones():
+    """Item 12: close() asks the workers to exit and lets their jobs end COMPLETED (as
+    docs/lifecycle.md says); only jobs still queued end CANCELLED."""
+    from util import scontrol_show
+
+    with SLURMCluster(cores=1, memory="100MB", processes=1, job_array=False) as cluster:
+        cluster.scale(jobs=2)
+        cluster.wait_for_workers(2, timeout=120)
+        running = list(cluster.job_ids)
+    with SLURMCluster(cores=1, memory="100MB", job_extra_directives=["--hold"]) as cluster:
+        cluster.scale(jobs=1)
+        assert wait_for(lambda: cluster.job_ids, 30)
+        queued = list(cluster.job_ids)
+    for job_id in running:
+        assert "JobState=COMPLETED" in scontrol_show(job_id), scontrol_show(job_id)
+    for job_id in queued:
+        assert "JobState=CANCELLED" in scontrol_show(job_id)
