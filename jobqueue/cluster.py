@@ -192,13 +192,10 @@ class JobQueueCluster(SpecCluster):
                 del self.workers[name]
                 self.worker_spec.pop(name, None)
         if len(self.worker_spec) > jobs:
-            # first jobs never submitted (waiting for a turn: they lose no queue position),
-            # then queued ones, newest first; running ones last (SpecCluster's choice)
             waiting = {job.name for job in self._submissions.waiting} | (set(self.worker_spec) - set(self.workers))
-            connected = {self._job_of(name) for name in self._connected()}
-            queued = [name for name in self.worker_spec if name not in connected and name not in waiting]
-            for name in ([n for n in self.worker_spec if n in waiting][::-1] + queued[::-1])[:len(self.worker_spec) - jobs]:
-                del self.worker_spec[name]
+            for name in removal_order(self.worker_spec, waiting, {self._job_of(n) for n in self._connected()}):
+                if len(self.worker_spec) > jobs:
+                    del self.worker_spec[name]
         return super().scale(jobs)
 
     def adapt(self, *args, minimum_jobs: int | None = None, maximum_jobs: int | None = None, **kwargs):
@@ -360,6 +357,14 @@ async def ask_workers_to_exit(sched: Scheduler, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while sched.workers and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+
+
+def removal_order(names, waiting: set, connected: set) -> list:
+    """Jobs to drop on scale-down, first to last: never submitted (waiting for a turn: they
+    hold no place in the queue), then queued ones newest first. Running ones are left to
+    SpecCluster."""
+    queued = [name for name in names if name not in connected and name not in waiting]
+    return [name for name in names if name in waiting][::-1] + queued[::-1]
 
 
 def refuse_loopback(address: str, system: str) -> None:

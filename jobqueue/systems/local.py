@@ -7,6 +7,7 @@ own, so cancelling a job kills everything its script started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,7 +94,11 @@ class LocalSystem(BatchSystem):
             code = proc.poll()
             if code is None:
                 out[job_id] = JobStatus(job_id, JobState.RUNNING)
-            elif job_id in self._cancelled:
+                continue
+            # as a batch system does when a job script ends: nothing it started lives on
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if job_id in self._cancelled:
                 out[job_id] = JobStatus(job_id, JobState.CANCELLED, exit_code=code)
             elif code == 0:
                 out[job_id] = JobStatus(job_id, JobState.COMPLETED, exit_code=0)
