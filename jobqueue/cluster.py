@@ -31,7 +31,8 @@ from distributed.security import Security
 
 from . import config, files, keywords
 from .commands import CommandError
-from .job import Job, JobSubmissionError, SubmissionQueue
+from .dashboard import dashboard_token, gated_scheduler, with_token
+from .job import Job, JobSubmissionError, SubmissionQueue, removal_order
 from .reports import JobRow, JobTable, job_logs, summarize
 from .security import Credentials, resolve_security
 from .spec import JobSpec
@@ -44,7 +45,45 @@ logger = logging.getLogger("jobqueue")
 __all__ = ["JobQueueCluster", "JobSubmissionError", "cluster_class"]
 
 
-class JobQueueCluster(SpecCluster):
+class ClusterReports:
+    """What a JobQueueCluster shows: the job table, logs, repr, the dashboard link."""
+
+    @property
+    def jobs(self) -> JobTable:
+        """Every job this cluster submitted: id, name, state, reason, workers, since."""
+        workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
+        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
+                        for j in self._tracker.jobs.values())
+
+    def logs(self) -> dict[str, str]:
+        """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
+        return job_logs(self._tracker.jobs.values())
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self.status in (Status.closing, Status.closed):
+            return f"{text[:-1]}, {self.status.name})" if text.endswith(")") else text
+        return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
+
+    def _jobs_summary(self) -> str:
+        text = summarize(self._tracker.jobs.values())
+        waiting = self._submissions.waiting_summary()
+        if waiting:
+            text = ("" if text.startswith("none") else text + ", ") + waiting
+        return text
+
+    def _repr_html_(self, cluster_status=None) -> str:
+        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
+        return super()._repr_html_(cluster_status=(cluster_status or "") + status)
+
+    @property
+    def dashboard_link(self) -> str:
+        """The dashboard's address, with the token that lets its owner in (see jobqueue.dashboard)."""
+        link = super().dashboard_link
+        return with_token(link, self._dashboard_token) if link and self._dashboard_token else link
+
+
+class JobQueueCluster(ClusterReports, SpecCluster):
     """Base class of the cluster classes: a Dask cluster whose workers are batch jobs.
     Use SLURMCluster, SGECluster, PBSCluster, ... (their docstrings list every keyword)."""
 
@@ -107,7 +146,9 @@ class JobQueueCluster(SpecCluster):
                    **(scheduler_options if scheduler_options is not None else cfg("scheduler-options", {}) or {})}
         if "host" not in options and "interface" not in options:
             options["interface"] = interface
-        super().__init__(scheduler={"cls": scheduler_cls, "options": options}, worker=self._worker_spec(job_cls),
+        self._dashboard_token = dashboard_token(cls_name)
+        scheduler = {"cls": functools.partial(gated_scheduler, scheduler_cls, self._dashboard_token), "options": options}
+        super().__init__(scheduler=scheduler, worker=self._worker_spec(job_cls),
                          loop=loop, security=security, silence_logs=silence_logs, asynchronous=asynchronous, name=name)
         if n_workers:
             self.scale(n_workers)
@@ -294,34 +335,6 @@ class JobQueueCluster(SpecCluster):
         # holds that name 15 s later, even a replacement. The supervisor follows real job states.
         Cluster._update_worker_status(self, op, msg)
 
-    @property
-    def jobs(self) -> JobTable:
-        """Every job this cluster submitted: id, name, state, reason, workers, since."""
-        workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
-        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
-                        for j in self._tracker.jobs.values())
-
-    def logs(self) -> dict[str, str]:
-        """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
-        return job_logs(self._tracker.jobs.values())
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        if self.status in (Status.closing, Status.closed):
-            return f"{text[:-1]}, {self.status.name})" if text.endswith(")") else text
-        return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
-
-    def _jobs_summary(self) -> str:
-        text = summarize(self._tracker.jobs.values())
-        waiting = self._submissions.waiting_summary()
-        if waiting:
-            text = ("" if text.startswith("none") else text + ", ") + waiting
-        return text
-
-    def _repr_html_(self, cluster_status=None) -> str:
-        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
-        return super()._repr_html_(cluster_status=(cluster_status or "") + status)
-
     # --- shutdown -------------------------------------------------------------------
     async def _close(self) -> None:
         self.supervisor.stop()  # jobs that end from now on are not replaced
@@ -357,14 +370,6 @@ async def ask_workers_to_exit(sched: Scheduler, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while sched.workers and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-
-
-def removal_order(names, waiting: set, connected: set) -> list:
-    """Jobs to drop on scale-down, first to last: never submitted (waiting for a turn: they
-    hold no place in the queue), then queued ones newest first. Running ones are left to
-    SpecCluster."""
-    queued = [name for name in names if name not in connected and name not in waiting]
-    return [name for name in names if name in waiting][::-1] + queued[::-1]
 
 
 def refuse_loopback(address: str, system: str) -> None:

@@ -245,3 +245,11 @@ class Job(ProcessInterface):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} job_id={self.job_id} status={self.status.name}>"
+
+
+def removal_order(names, waiting: set, connected: set) -> list:
+    """Jobs to drop on scale-down, first to last: never submitted (waiting for a turn: they
+    hold no place in the queue), then queued ones newest first. Running ones are left to
+    SpecCluster."""
+    queued = [name for name in names if name not in connected and name not in waiting]
+    return [name for name in names if name in waiting][::-1] + queued[::-1]

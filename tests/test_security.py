@@ -121,3 +121,104 @@ def test_users_own_security_is_honoured(tmp_path):
 def test_invalid_security_rejected_before_anything_starts():
     with pytest.raises(ValueError, match="security=True"):
         LocalCluster(cores=1, memory="1GB", security="yes")
+
+
+# --- the dashboard, for its owner only (issue 13 item 13) -------------------------------------
+PEEK = r"""
+import sys, urllib.request, urllib.error
+request = urllib.request.Request(sys.argv[1], headers=dict(h.split(": ", 1) for h in sys.argv[2:]))
+try:
+    with urllib.request.urlopen(request, timeout=10) as r:
+        print(r.status, r.read(200).decode(errors="replace"))
+except urllib.error.HTTPError as e:
+    print(e.code, e.read(200).decode(errors="replace"))
+"""
+
+
+def _peek(url, *headers):
+    """GET url from another process."""
+    out = subprocess.run([sys.executable, "-c", PEEK, url, *headers], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split()[0]), out.stdout
+
+
+def _peek_as_nobody(url):
+    """GET url from a forked child that became user nobody (65534): another user on this node."""
+    import urllib.error
+    import urllib.request
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, ask, report through the pipe
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    text = f"{r.status} {r.read(200).decode(errors='replace')}"
+            except urllib.error.HTTPError as e:
+                text = f"{e.code} {e.read(200).decode(errors='replace')}"
+        except BaseException as e:  # noqa: BLE001
+            text = f"0 {type(e).__name__}: {e}"
+        os.write(write, text.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return int(text.split()[0]), text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="asks as another user (nobody), which needs root to become")
+def test_another_user_cannot_read_the_dashboard():
+    with LocalCluster(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        link = cluster.dashboard_link
+        assert "token=" in link
+        base = link.split("/status")[0]
+        for path in ("/json/identity.json", "/info/main/workers.html", "/info/logs/", "/status"):
+            status, text = _peek_as_nobody(base + path)
+            assert status == 403, (path, text)
+        assert "cluster.dashboard_link" in text
+        assert _peek_as_nobody(base + "/health")[0] == 200  # harmless, kept open for probes
+
+
+def test_the_dashboard_link_lets_its_owner_in():
+    import http.cookiejar
+    import urllib.request
+
+    with LocalCluster(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        link, token = cluster.dashboard_link, cluster.dashboard_link.split("token=")[1]
+        base = link.split("/status")[0]
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with browser.open(link) as first:  # sets the cookie, then redirects to the clean URL
+            assert first.url == base + "/status"
+        with browser.open(base + "/json/identity.json") as r:
+            assert r.status == 200 and b'"type": "Scheduler"' in r.read()
+        assert _peek(base + "/json/identity.json", f"Authorization: Bearer {token}")[0] == 200  # Prometheus et al.
+        assert _peek(base + "/json/identity.json", "Authorization: Bearer wrong")[0] == 403
+
+
+def test_two_clusters_have_their_own_tokens_and_cookies():
+    with LocalCluster(cores=1, memory="1GB") as a, LocalCluster(cores=1, memory="1GB") as b:
+        ta, tb = a.dashboard_link.split("token=")[1], b.dashboard_link.split("token=")[1]
+        assert ta != tb
+        url_b = b.dashboard_link.split("/status")[0] + "/json/identity.json"
+        port_a = a.dashboard_link.split(":")[2].split("/")[0]
+        assert _peek(url_b, f"Cookie: jobqueue-dashboard-{port_a}={ta}")[0] == 403
+
+
+def test_an_open_dashboard_is_an_explicit_choice():
+    import dask
+
+    with dask.config.set({"jobqueue.dashboard-auth": False}):
+        with pytest.warns(UserWarning, match="dashboard-auth is off"):
+            cluster = LocalCluster(cores=1, memory="1GB")
+        with cluster:
+            assert "token=" not in cluster.dashboard_link
+            assert _peek(cluster.dashboard_link.replace("/status", "/json/identity.json"))[0] == 200
