@@ -5,13 +5,11 @@ No dask imports: plain text built from TrackedJob records and log files.
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from .tracker import MISSING, TrackedJob
+from .tracker import MISSING, TrackedJob, exit_code_from_logs, tail  # noqa: F401 (here for callers of reports)
 
 TAIL_LINES = 20
 # what a dask worker logs when it cannot reach its scheduler
@@ -26,31 +24,6 @@ class JobFailedError(RuntimeError):
         self.job = job
         self.job_id = job.job_id
         super().__init__(report)
-
-
-def tail(path: str, lines: int = TAIL_LINES) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    return "\n".join(data.splitlines()[-lines:])
-
-
-_EXIT_MARK = re.compile(r"^\[jobqueue\] job script exited with code (\d+)\s*$", re.M)
-
-
-def exit_code_from_logs(paths) -> int | None:
-    """The exit code the job script's EXIT trap wrote to its log, if it did."""
-    for path in paths:
-        text = tail(path, 20)
-        if text:
-            found = _EXIT_MARK.findall(text)
-            if found:
-                return int(found[-1])
-    return None
 
 
 def job_logs(jobs: Iterable[TrackedJob]) -> dict[str, str]:
@@ -82,7 +55,7 @@ def failure_report(job: TrackedJob, scheduler_address: str) -> str:
     unreachable = False
     found = False
     for path in job.log_paths:
-        text = tail(path)
+        text = tail(path, TAIL_LINES)
         if text is None:
             continue
         found = True

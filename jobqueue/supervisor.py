@@ -10,7 +10,6 @@ get their turn.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -19,10 +18,9 @@ from distributed.core import Status
 
 from .commands import CommandError
 from .job import JobSubmissionError, SubmissionQueue
-from .reports import JobFailedError, describe_end, exit_code_from_logs, failure_report
+from .reports import JobFailedError, describe_end, failure_report
 from .spec import retirement
-from .systems import JobState
-from .tracker import MISSING, JobTracker, TrackedJob
+from .tracker import JobTracker, TrackedJob
 
 if TYPE_CHECKING:
     from .cluster import JobQueueCluster
@@ -192,7 +190,7 @@ class Supervisor:
                         tracked.job_id, describe_end(tracked))
             return False
         if tracked.exit_code is None and not tracked.workers_seen:
-            await self._settle_exit_code(tracked)
+            await self.tracker.settle_exit_code(tracked)
         del cluster.workers[tracked.name]
         await current.close()
         if not tracked.workers_seen:
@@ -215,13 +213,3 @@ class Supervisor:
         logger.warning("jobqueue: job %s (worker %s) ended: %s; submitting a replacement",
                        tracked.job_id, tracked.name, describe_end(tracked))
         return True
-
-    async def _settle_exit_code(self, tracked: TrackedJob) -> None:
-        with contextlib.suppress(Exception):
-            tracked.exit_code = await self.tracker.system.exit_code(tracked.job_id)
-        if tracked.exit_code is None:
-            # PBS without job history forgets it; the job script wrote it to its log
-            tracked.exit_code = exit_code_from_logs(tracked.log_paths)
-        if tracked.exit_code is not None and tracked.reason == MISSING and not tracked.cancelled_by_us:
-            tracked.state = JobState.COMPLETED if tracked.exit_code == 0 else JobState.FAILED
-            tracked.reason = ""

@@ -9,9 +9,11 @@ them if the owning process dies without closing its cluster. No dask imports her
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +28,31 @@ from .watchdog import process_identity
 logger = logging.getLogger("jobqueue.tracker")
 
 MISSING = "missing"  # reason given to a job the status command stopped listing
+
+
+def tail(path: str, lines: int = 20) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    return "\n".join(data.splitlines()[-lines:])
+
+
+_EXIT_MARK = re.compile(r"^\[jobqueue\] job script exited with code (\d+)\s*$", re.M)
+
+
+def exit_code_from_logs(paths) -> int | None:
+    """The exit code the job script's EXIT trap wrote to its log, if it did."""
+    for path in paths:
+        text = tail(path, 20)
+        if text:
+            found = _EXIT_MARK.findall(text)
+            if found:
+                return int(found[-1])
+    return None
 
 
 @dataclass
@@ -220,9 +247,23 @@ class JobTracker:
         while any(not self.jobs[i].finished for i in job_ids) and time.monotonic() < deadline:
             await asyncio.sleep(0.25)
             try:
-                await self.poll()
+                for job in await self.poll():
+                    await self.settle_exit_code(job)
             except CommandError:
                 return  # the system does not answer: cancel as usual
+
+    async def settle_exit_code(self, job: TrackedJob) -> None:
+        """An ended job's exit code, from the system or else from its log (PBS without job
+        history forgets a job at once; the job script wrote its code to its log); a job the
+        system forgot is then finished or failed by that code, not "missing"."""
+        if job.exit_code is None:
+            with contextlib.suppress(Exception):
+                job.exit_code = await self.system.exit_code(job.job_id)
+        if job.exit_code is None:
+            job.exit_code = exit_code_from_logs(job.log_paths)
+        if job.exit_code is not None and job.reason == MISSING and not job.cancelled_by_us:
+            job.state = JobState.COMPLETED if job.exit_code == 0 else JobState.FAILED
+            job.reason = ""
 
     async def cancel_all(self) -> None:
         """Cancel every live job, and any job of a submission whose id never arrived."""

@@ -19,7 +19,7 @@ import dask
 import pytest
 from distributed import Client
 
-from backends import ALL, BACKENDS
+from backends import ALL
 from faults import Wrappers, calls, start_slurmctld, stop_slurmctld
 from jobqueue import LocalCluster, SLURMCluster
 from util import squeue_ids, wait_for
