@@ -340,7 +340,7 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         self.supervisor.stop()  # jobs that end from now on are not replaced
         if self.status == Status.running:
             await ask_workers_to_exit(self.scheduler, timeout=5.0)
-            await self._tracker.let_end(self._tracker.running_ids(), timeout=5.0)
+            await self._tracker.let_end(self._tracker.running_ids(), timeout=10.0)
         try:
             await super()._close()
         finally:
