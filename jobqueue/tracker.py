@@ -103,8 +103,8 @@ class Journal:
         watchdog takes over at once (it retries until the batch system confirms).
         ``intents``: unique job names of submissions whose id has not arrived, each with the
         time until which it may still land; the watchdog cancels those by name."""
-        intents = {name: [self.system.cancel_name_argv(name), until] for name, until in (intents or {}).items()
-                   if self.system.cancel_name_argv(name)}
+        by_name = {name: (self.system.cancel_name_argv(name), until) for name, until in (intents or {}).items()}
+        intents = {name: [argv, until] for name, (argv, until) in by_name.items() if argv}
         data = {"owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
                 "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
                 "cancel_ok": self.system.cancel_ok, "intents": intents, "closed": closed, "updated": time.time()}
