@@ -131,17 +131,34 @@ class SubmissionQueue:
         return f"{self.spec.job_name or 'dask-worker'}-{self.token}-{self.submissions}"
 
     async def _submit_one(self, job: Job) -> None:
+        await self._submit_jobs([job])
+        if job.status == Status.failed:
+            raise job.error from job.error.cause
+
+    async def _submit_jobs(self, jobs: list[Job]) -> None:
+        """One submission for ``jobs``: a plain job, or an array of several. A transient
+        refusal puts them back in the waiting line; any other error fails each of them."""
+        names = [str(job.name) for job in jobs]
         try:
-            script = self.render(job.scheduler_address, str(job.name))
             name = self.unique_name()
-            job.record = await self.tracker.submit(script, str(job.name), self.system.log_paths(self.spec, name),
-                                                   job_name=name)
-        except Exception as exc:
-            if not self.system.transient(exc):
-                raise job.fail(exc) from exc
-            self._defer([job], exc)
-        else:
-            self._submitted()
+            if len(jobs) == 1:
+                script = self.render(jobs[0].scheduler_address, names[0])
+                records = [await self.tracker.submit(script, names[0], self.system.log_paths(self.spec, name),
+                                                     job_name=name)]
+            else:
+                script = self.render(jobs[0].scheduler_address, array_names=names)
+                records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec, name),
+                                                          job_name=name)
+        except Exception as exc:  # noqa: BLE001 - every job of the submission gets the error
+            if self.system.transient(exc):
+                self._defer(jobs, exc)
+            else:
+                for job in jobs:
+                    job.fail(exc)
+            return
+        self._submitted()
+        for job, record in zip(jobs, records):
+            job.record = record
 
     def _defer(self, jobs: list[Job], exc: Exception) -> None:
         self.retry_delay = min(max(2 * self.retry_delay, 2.0), 60.0)
@@ -169,33 +186,12 @@ class SubmissionQueue:
             await asyncio.sleep(0)
         batch, self._batch, self._batch_task = self._batch, [], None
         try:
-            if len(batch) == 1:
-                job, future = batch[0]
-                await self._submit_one(job)
-                future.set_result(None)
-                return
-            jobs = [job for job, _ in batch]
-            names = [str(job.name) for job in jobs]
-            try:
-                script = self.render(jobs[0].scheduler_address, array_names=names)
-                name = self.unique_name()
-                records = await self.tracker.submit_array(script, names, self.system.array_log_paths(self.spec, name),
-                                                          job_name=name)
-            except Exception as exc:  # noqa: BLE001 - every job of the batch gets the error
-                if self.system.transient(exc):
-                    self._defer(jobs, exc)
-                for job, future in batch:
-                    if future.done():
-                        continue
-                    if job in self.waiting:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(job.fail(exc))
-                return
-            self._submitted()
-            for (job, future), record in zip(batch, records):
-                job.record = record
-                future.set_result(None)
+            await self._submit_jobs([job for job, _ in batch])
+            for job, future in batch:
+                if job.status == Status.failed:
+                    future.set_exception(job.error)
+                else:
+                    future.set_result(None)
         except Exception as exc:  # noqa: BLE001
             for _, future in batch:
                 if not future.done():

@@ -116,8 +116,6 @@ class Supervisor:
             await self.cluster._correct_state()
 
     async def submit_waiting(self) -> None:
-        if not self.submissions.waiting or not self.submissions.may_submit():
-            return
         try:
             await self.submissions.submit_waiting(lambda: self.cluster.status == Status.running)
         except JobSubmissionError as exc:

@@ -238,7 +238,7 @@ class JobTracker:
                 job.state, job.reason, job.since, job.ended_at = JobState.CANCELLED, "cluster closed", now, now
 
     def running_ids(self) -> list[str]:
-        return [j.job_id for j in self.jobs.values() if j.state == JobState.RUNNING and not j.finished]
+        return [j.job_id for j in self.jobs.values() if j.state == JobState.RUNNING]
 
     async def let_end(self, job_ids: Sequence[str], timeout: float) -> None:
         """Wait up to ``timeout`` s for jobs whose workers were asked to exit to end on their

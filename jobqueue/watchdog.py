@@ -58,13 +58,13 @@ def owner_gone(data: dict) -> bool:
 def unconfirmed(returncode: int, output: str, ok_pattern: str) -> list[str]:
     """The lines of a cancel command's output that say it failed: none when it exited 0;
     else every line the system's ``ok_pattern`` does not match (cancelled, or the job had
-    already ended), or the bare exit code when it printed nothing."""
+    already ended), or "(no output)" when it printed nothing."""
     if returncode == 0:
         return []
     ok = re.compile(ok_pattern or r"^$")
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     failed = [ln for ln in lines if not ok.search(ln)]
-    return failed if failed or lines else [f"exit code {returncode} and no output"]
+    return failed if failed or lines else ["(no output)"]
 
 
 def cancel_jobs(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
@@ -76,14 +76,20 @@ def cancel_jobs(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
     argv = data.get("cancel_argv")
     if not argv:
         return False, f"the journal names no cancel command; cancel {data.get('system')} jobs {' '.join(ids)} by hand"
+    failed = run_cancel(argv, data.get("cancel_ok", ""), timeout)
+    if failed:
+        return False, f"`{shlex.join(argv)}` failed with {failed}"
+    return True, f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
+
+
+def run_cancel(argv: list[str], ok_pattern: str, timeout: float) -> str | None:
+    """Run one cancel command: None when confirmed (see unconfirmed), else what went wrong."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"`{shlex.join(argv)}` failed: {exc}"
-    failed = unconfirmed(out.returncode, out.stdout + "\n" + out.stderr, data.get("cancel_ok", ""))
-    if failed:
-        return False, f"`{shlex.join(argv)}` failed with exit code {out.returncode}: {' / '.join(failed)}"
-    return True, f"cancelled {data.get('system')} jobs {' '.join(ids)} (`{shlex.join(argv)}`)"
+        return str(exc)
+    failed = unconfirmed(out.returncode, out.stdout + "\n" + out.stderr, ok_pattern)
+    return f"exit code {out.returncode}: {' / '.join(failed)}" if failed else None
 
 
 def cancel_intents(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
@@ -92,14 +98,10 @@ def cancel_intents(data: dict, timeout: float = 60.0) -> tuple[bool, str]:
     land; the rest stay in ``data``."""
     left, said = {}, []
     for name, (argv, until) in (data.get("intents") or {}).items():
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-            failed = unconfirmed(out.returncode, out.stdout + "\n" + out.stderr, data.get("cancel_ok", ""))
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            failed = [str(exc)]
+        failed = run_cancel(argv, data.get("cancel_ok", ""), timeout)
         if failed or time.time() < until:
             left[name] = [argv, until]
-        said.append(f"`{shlex.join(argv)}`" + (f" failed: {' / '.join(failed)}" if failed else ""))
+        said.append(f"`{shlex.join(argv)}`" + (f" failed with {failed}" if failed else ""))
     data["intents"] = left
     return not left, "; ".join(said)
 
@@ -112,7 +114,7 @@ def settle(path: str, data: dict, deadline: float = DEADLINE) -> int:
     start = time.monotonic()
     delay = 1.0
     why = "its owner is gone" if owner_gone(data) else "its cluster closed without confirming the cancel"
-    said = ""
+    said = None
     while True:
         ok, line = cancel_jobs(data)
         done, by_name = cancel_intents(data)
