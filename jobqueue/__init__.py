@@ -9,14 +9,16 @@ Public names are imported on first use, so that code running inside an allocatio
 classes come from the batch-system registry (jobqueue.systems.REGISTRY).
 """
 
-from . import config  # noqa: F401  (registers the jobqueue.* config defaults)
+from . import compat, config  # noqa: F401  (registers the jobqueue.* config defaults)
+
+compat.install()  # jobqueue.core, jobqueue.slurm, ...: dask-jobqueue's module names
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "JobQueueCluster": "cluster", "connect": "security", "JobSubmissionError": "job",
     "UnknownKeywordError": "keywords", "JobFailedError": "reports", "CommandError": "commands",
-    "CommandTimeout": "commands", "JobSpec": "spec",
+    "CommandTimeout": "commands", "JobSpec": "spec", "Job": "job",
 }
 # not exported by `from jobqueue import *`: it must not shadow distributed.LocalCluster
 _NOT_STARRED = {"LocalCluster"}
@@ -25,7 +27,8 @@ _NOT_STARRED = {"LocalCluster"}
 def _cluster_names() -> list[str]:
     from .systems import all_systems
 
-    return [cls.cluster_name for cls in all_systems().values()]
+    return [name for cls in all_systems().values()
+            for name in (cls.cluster_name, cls.cluster_name.replace("Cluster", "Job"))]
 
 
 def __getattr__(name: str):

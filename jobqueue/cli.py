@@ -192,6 +192,22 @@ def cleanup(dry_run: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+def tls() -> None:
+    """Make your TLS credentials (once) and write them to your dask config, so that dask
+    processes that never import jobqueue connect to your clusters too, e.g. a notebook's
+    plain ``Client(scheduler_file="scheduler.json")``."""
+    from .security import use_user_tls, user_tls_directory
+
+    written = use_user_tls(write_dask_config=True)
+    click.echo(f"credentials: {user_tls_directory()} (owner-only; yours, for all your clusters)")
+    if written:
+        click.echo(f"dask config: {written} (read by every dask process you start)")
+    else:
+        click.echo("dask config: not written (jobqueue.tls-dask-config is false or the directory is not "
+                   "writable); set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY")
+
+
 def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
     """Ask the batch system itself (not our bookkeeping) until none of job_ids is alive."""
     import asyncio

@@ -32,7 +32,7 @@ from distributed.security import Security
 from . import config, files, keywords
 from .commands import CommandError
 from .dashboard import dashboard_token, gated_scheduler, with_token
-from .job import Job, JobSubmissionError, SubmissionQueue, removal_order
+from .job import Job, JobSubmissionError, SubmissionQueue, job_class, removal_order
 from .reports import JobRow, JobTable, job_logs, summarize
 from .security import Credentials, resolve_security
 from .spec import JobSpec
@@ -89,9 +89,9 @@ class JobQueueCluster(ClusterReports, SpecCluster):
 
     system_cls: ClassVar[type[BatchSystem] | None] = None
     config_name: ClassVar[str] = ""
-    job_cls = Job
+    job_cls: ClassVar[type[Job] | None] = None
 
-    def __init__(self, n_workers: int = 0, job_cls: type | None = None, loop=None,
+    def __init__(self, n_workers: int = 0, job_cls: type[Job] | None = None, loop=None,
                  security: Security | bool | None = None, shared_temp_directory: str | None = None,
                  silence_logs: str | bool = "error", name: str | None = None,
                  asynchronous: bool = False, dashboard_address: str | None = None,
@@ -103,17 +103,21 @@ class JobQueueCluster(ClusterReports, SpecCluster):
                  max_pending_jobs: int | None = None, job_array: bool | None = None, **job_kwargs: Any):
         self.status = Status.created
         cls_name = type(self).__name__
-        if self.system_cls is None:
-            raise ValueError(f"You need to specify a Job type: {cls_name} is a base class; use one of "
-                             f"{', '.join(load(s).cluster_name for s in REGISTRY)}")
+        self.job_cls = job_cls = job_cls or type(self).job_cls
+        if job_cls is None:
+            raise ValueError(
+                f"You need to specify a Job type: pass job_cls= (e.g. job_cls=jobqueue.core.SLURMJob) or set a "
+                f"'job_cls' class variable in {cls_name}; or use one of the cluster classes: "
+                f"{', '.join(load(s).cluster_name for s in REGISTRY)}")
         _refuse_scheduler_keywords(cls_name, dashboard_address=dashboard_address, host=host)
-        self.config_name = config_name = config_name or type(self).config_name
+        self.system_cls = job_cls.system_cls
+        self.config_name = config_name = config_name or job_cls.default_config_name()
         cfg = functools.partial(config.get, config_name)
         interface = interface if interface is not None else cfg("interface")
         template = template if template is not None else cfg("template")
         self.shared_temp_directory = shared_temp_directory or cfg("shared-temp-directory")
 
-        security = resolve_security(security, protocol, cls_name)
+        security = resolve_security(security, protocol, cls_name, self.shared_temp_directory)
         if protocol is None and security is not None:
             protocol = "tls://"
         self._cluster_id = f"{cls_name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -122,7 +126,9 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         if not job_kwargs.get("log_directory") and not cfg("log-directory"):
             # keep every job's output even when the user chose no log directory
             job_kwargs["log_directory"] = os.path.join(self._run_dir, "logs")
-        spec = self.build_spec(config_name=config_name, interface=interface, protocol=protocol, **job_kwargs)
+        given = dict(job_kwargs)
+        spec = keywords.build_spec(cls_name, self.system_cls, config_name, interface=interface, protocol=protocol,
+                                   **job_kwargs)
 
         self._system = self.system_cls()
         self._system.command_timeout = parse_timedelta(dask.config.get("jobqueue.command-timeout", "60s"))
@@ -148,17 +154,18 @@ class JobQueueCluster(ClusterReports, SpecCluster):
             options["interface"] = interface
         self._dashboard_token = dashboard_token(cls_name)
         scheduler = {"cls": functools.partial(gated_scheduler, scheduler_cls, self._dashboard_token), "options": options}
-        super().__init__(scheduler=scheduler, worker=self._worker_spec(job_cls),
+        worker_options = {"cores": spec.cores, "memory": spec.memory, **given, "config_name": config_name,
+                          "interface": interface, "protocol": protocol, "security": security}
+        super().__init__(scheduler=scheduler, worker=self._worker_spec(job_cls, worker_options),
                          loop=loop, security=security, silence_logs=silence_logs, asynchronous=asynchronous, name=name)
         if n_workers:
             self.scale(n_workers)
 
-    def _worker_spec(self, job_cls: type | None) -> dict:
-        """SpecCluster's template of one "worker": a Job, sized so scale(cores=/memory=) works."""
+    def _worker_spec(self, job_cls: type[Job], options: dict) -> dict:
+        """SpecCluster's template of one "worker": a Job, with the cluster's job keywords
+        (what dask-jobqueue users read in ``cluster.new_spec``) and its submission queue."""
+        worker: dict[str, Any] = {"cls": job_cls, "options": {**options, "submissions": self._submissions}}
         spec = self.job_spec
-        worker: dict[str, Any] = {"cls": job_cls or self.job_cls,
-                                  "options": {"submissions": self._submissions, "cores": spec.cores * spec.job_nodes,
-                                              "memory": spec.memory * spec.job_nodes}}
         if spec.workers_per_job > 1:
             worker["group"] = [f"-{i}" for i in range(spec.workers_per_job)]
         return worker
@@ -194,11 +201,18 @@ class JobQueueCluster(ClusterReports, SpecCluster):
 
     def job_script(self) -> str:
         """The job script a job of this cluster runs (with the worker name "dummy-name")."""
+        return self._submissions.render(self._scheduler_address())
+
+    def _scheduler_address(self) -> str | None:
         try:
-            address = self.scheduler.address
+            return self.scheduler.address
         except (AttributeError, ValueError):
-            address = None
-        return self._submissions.render(address)
+            return None
+
+    @property
+    def _dummy_job(self) -> Job:
+        """A job of this cluster that is never started (dask-jobqueue's attribute)."""
+        return self.job_cls(self._scheduler_address(), name="dummy-name", submissions=self._submissions)
 
     @property
     def job_ids(self) -> list[str]:
@@ -391,14 +405,16 @@ def _refuse_scheduler_keywords(cls_name: str, **given: Any) -> None:
 
 
 def cluster_class(system: type[BatchSystem]) -> type[JobQueueCluster]:
-    """The public cluster class of a registered batch system, e.g. SLURMCluster."""
+    """The public cluster class of a registered batch system, e.g. SLURMCluster, and its
+    Job class (SLURMJob), as ``job_cls``."""
     cls = type(system.cluster_name, (JobQueueCluster,), {
-        "system_cls": system, "config_name": system.name, "__module__": __name__,
+        "system_cls": system, "config_name": system.name, "__module__": __name__, "job_cls": job_class(system, __name__),
         "__doc__": keywords.docstring(system.summary, system, system.example)})
     cls.__signature__ = keywords.signature(system, JobQueueCluster.__init__)
     return cls
 
 
 CLUSTER_CLASSES: dict[str, type[JobQueueCluster]] = {name: cluster_class(load(name)) for name in REGISTRY}
-globals().update({cls.__name__: cls for cls in CLUSTER_CLASSES.values()})
-__all__ += [cls.__name__ for cls in CLUSTER_CLASSES.values()]
+JOB_CLASSES: dict[str, type[Job]] = {name: cls.job_cls for name, cls in CLUSTER_CLASSES.items()}
+globals().update({cls.__name__: cls for cls in (*CLUSTER_CLASSES.values(), *JOB_CLASSES.values())})
+__all__ += [cls.__name__ for cls in (*CLUSTER_CLASSES.values(), *JOB_CLASSES.values())]

@@ -12,9 +12,19 @@ _FILE = os.path.join(os.path.dirname(__file__), "jobqueue.yaml")
 with open(_FILE) as _f:
     defaults = yaml.safe_load(_f)
 
-# update_defaults keeps values the user already set (in ~/.config/dask/jobqueue.yaml,
-# environment variables, or dask-jobqueue's own defaults when both are installed).
-dask.config.update_defaults(defaults)
+
+
+def reconfigure() -> None:
+    """Register jobqueue's defaults again (e.g. after a test cleared dask.config).
+    update_defaults keeps values the user already set (in ~/.config/dask/jobqueue.yaml,
+    environment variables, or dask-jobqueue's own defaults when both are installed)."""
+    dask.config.update_defaults(defaults)
+    from .security import use_user_tls
+
+    use_user_tls()  # this user's TLS credentials (if made already) for every Security() of this process
+
+
+reconfigure()
 
 
 def get(config_name: str, key: str, default=None):

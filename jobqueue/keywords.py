@@ -136,15 +136,17 @@ def deprecated(system: type[BatchSystem]) -> dict[str, str]:
     return {**DEPRECATED, **system.deprecated}
 
 
-def check_keywords(cls_name: str, system: type[BatchSystem], given: Iterable[str]) -> None:
-    """Refuse keywords the class does not know, naming the closest known one."""
+def check_keywords(cls_name: str, system: type[BatchSystem], given: dict[str, Any] | Iterable[str]) -> None:
+    """Refuse keywords the class does not know, naming the closest known one (and, as
+    dask-jobqueue does, echoing the job keywords given)."""
     job = {k.name for k in job_keywords(system)} | set(deprecated(system))
     known = job | {k.name for k in CLUSTER_KEYWORDS}
     for key in given:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownKeywordError(f"{cls_name} got an unexpected keyword argument {key!r}{hint} "
+            echo = f" The job keywords given to {cls_name}: job_kwargs={dict(given)!r}." if isinstance(given, dict) else ""
+            raise UnknownKeywordError(f"{cls_name} got an unexpected keyword argument {key!r}{hint}{echo} "
                                       f"Known keywords: {', '.join(sorted(job))}")
 
 
@@ -188,6 +190,12 @@ def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, inter
         return config.get(config_name, key)
 
     spec_kwargs = resolve(system, job_kwargs, cfg)
+    cores, memory = spec_kwargs.get("cores"), spec_kwargs.get("memory")
+    if cores is None or memory is None:
+        cluster = cls_name[:-3] + "Cluster" if cls_name.endswith("Job") else cls_name
+        raise ValueError(f"{cluster} needs cores and memory per job ({'memory' if cores else 'cores'} is missing): "
+                         f"write e.g. cluster = {cluster}(cores={cores or 8}, memory={memory or '16GB'!r}), or set "
+                         f"jobqueue.{config_name}.cores and .memory in the Dask config")
     spec_kwargs["interface"] = interface if interface is not None else cfg("interface")
     spec_kwargs["protocol"] = protocol
     if spec_kwargs.get("python") is None:

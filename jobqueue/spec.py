@@ -134,6 +134,8 @@ def check_line_value(field_name: str, value: str) -> str:
 
 def check_token(field_name: str, value: Any, example: str) -> str:
     """A value written unquoted into a directive: letters, digits and _.@%+=:,/~- only."""
+    if isinstance(value, (list, tuple, set, dict)):
+        raise _bad(field_name, value, example, "one value, not a list")
     value = str(value)
     if not _SAFE_TOKEN.match(value):
         raise _bad(field_name, value, example, "only letters, digits and _ . @ % + = : , / ~ - are allowed")

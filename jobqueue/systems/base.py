@@ -104,8 +104,8 @@ class BatchSystem:
         return lines
 
     def _skipped(self, directive: Directive, skips: Iterable[str]) -> bool:
-        # Whole keys or whole directives only: skipping "--mem" must not remove
-        # "--mem-per-cpu", and skipping "-n 1" must not remove "-n 10" (dask-jobqueue
+        # Whole keys, whole directives or whole values only: skipping "--mem" must not
+        # remove "--mem-per-cpu", and skipping "-n 1" must not remove "-n 10" (dask-jobqueue
         # matched substrings; its users lost directives that way). A resource line
         # "-l name=..." is also named by "-l name" ("-l walltime", "-l h_rt").
         resource = None
@@ -116,6 +116,8 @@ class BatchSystem:
             if self.directive_prefix and s.startswith(self.directive_prefix):
                 s = s[len(self.directive_prefix):].strip()
             if s in (directive.key, directive.text, resource) or s.rstrip("=") == directive.key:
+                return True
+            if directive.value and s == directive.value:  # the whole value, e.g. the job's name
                 return True
         return False
 

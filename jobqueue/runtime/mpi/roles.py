@@ -24,12 +24,19 @@ _state: dict[str, Any] = {"failed": False}
 
 
 def new_security(enabled: bool | Any):
-    """(Security or None, PEM dict to hand to other ranks)."""
+    """(Security or None, PEMs or their files to hand to other ranks). By default the
+    user's own credentials (jobqueue.security): any process of the user can connect."""
     if enabled is False or enabled is None:
         return None, None
     from distributed.security import Security
 
-    sec = enabled if isinstance(enabled, Security) else Security.temporary()
+    from ...security import use_user_tls, user_security
+
+    if isinstance(enabled, Security):
+        sec = enabled
+    else:
+        sec = user_security()
+        use_user_tls(write_dask_config=True)
     pems = {"ca": sec.tls_ca_file, "cert": sec.tls_scheduler_cert, "key": sec.tls_scheduler_key}
     return sec, pems
 

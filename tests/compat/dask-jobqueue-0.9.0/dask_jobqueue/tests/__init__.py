@@ -1,0 +1,1 @@
+QUEUE_WAIT = 60  # seconds
