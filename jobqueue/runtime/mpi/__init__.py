@@ -35,10 +35,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .execute import execute
 from .roles import _state, close_at_exit, exit_rank, launch, send_close_signal
-from .world import MPIStartError, fail, world
+from .world import MPIStartError, WorldTooSmallException, fail, world
 
-__all__ = ["initialize", "send_close_signal", "MPIStartError", "world", "main"]
+__all__ = ["initialize", "execute", "send_close_signal", "MPIStartError", "WorldTooSmallException", "world", "main"]
 
 
 def initialize(interface: str | None = None, nthreads: int = 1, local_directory: str | None = None,
@@ -61,8 +62,9 @@ def initialize(interface: str | None = None, nthreads: int = 1, local_directory:
     except MPIStartError as exc:
         fail(str(exc))
     if size < 3:
-        fail(f"not enough MPI ranks to start a cluster: found {size}, need at least 3 (scheduler, client, "
-             "one worker); run with e.g. mpirun -n 4")
+        raise WorldTooSmallException(
+            f"Not enough MPI ranks to start cluster, found {size}, needs at least 3, one each for the scheduler, "
+            "client and a worker: run with e.g. mpirun -n 4")
     _state["comm"] = comm if exit else None
     if nanny:
         worker_class = "distributed.Nanny"  # dask-mpi raises here; we do what was asked

@@ -71,19 +71,23 @@ def quiet(level: str | None = None) -> None:
 
 # ------------------------------------------------------------------ launch
 def launch(rank: int, comm: Any, started: float, *, client_rank: int | None, tls: Any,
-           scheduler: dict, worker: dict, worker_name: Callable[[int], Any]) -> int | None:
-    """Start this rank's role. Rank 0 runs the scheduler, ``client_rank`` (if any) becomes
-    the client and gets None back at once; every other rank runs a worker. Returns the
-    exit code of the scheduler or worker once it has finished."""
-    rendezvous = Rendezvous(comm)
-    if rank == 0:
+           scheduler: dict, worker: dict, worker_name: Callable[[int], Any], scheduler_rank: int = 0,
+           inclusive: bool = False, on_ready: Callable[[str, Any], None] | None = None) -> int | None:
+    """Start this rank's role. ``scheduler_rank`` runs the scheduler (and, if ``inclusive``,
+    a worker beside it); ``client_rank`` (if any) becomes the client and gets None back at
+    once; every other rank runs a worker. ``on_ready(address, security)`` is called on the
+    scheduler rank and worker ranks once their part runs (dask-mpi's execute() starts its
+    client function there). Returns the exit code of the scheduler or worker once finished."""
+    rendezvous = Rendezvous(comm, root=scheduler_rank)
+    if rank == scheduler_rank:
         quiet()
         sec, pems = new_security(tls)
         if scheduler.get("scheduler_file"):
             with contextlib.suppress(OSError):
                 os.unlink(scheduler["scheduler_file"])
+        beside = dict(worker, name=worker_name(rank)) if inclusive else None
         try:
-            code = asyncio.run(run_scheduler(rendezvous, sec, pems, **scheduler))
+            code = asyncio.run(run_scheduler(rendezvous, sec, pems, worker=beside, on_ready=on_ready, **scheduler))
         except MPIStartError as exc:
             fail(str(exc))
         rendezvous.remove()
@@ -96,22 +100,25 @@ def launch(rank: int, comm: Any, started: float, *, client_rank: int | None, tls
         become_client(address, sec, info.get("security"))
         return None
     quiet()
-    return asyncio.run(run_worker(address, sec, name=worker_name(rank), **worker))
+    return asyncio.run(run_worker(address, sec, name=worker_name(rank), on_ready=on_ready, **worker))
 
 
 # ------------------------------------------------------------------ scheduler
 async def run_scheduler(rendezvous: Rendezvous, security, pems, *, interface=None, protocol=None,
-                        port: int = 0, dashboard: bool = True, dashboard_address: str = ":8787",
-                        scheduler_file: str | None = None) -> int:
-    """Run the scheduler until it is closed; return the exit code for this rank."""
+                        port: int | None = 0, dashboard: bool = True, dashboard_address: str | None = ":8787",
+                        scheduler_file: str | None = None, worker: dict | None = None,
+                        on_ready: Callable[[str, Any], None] | None = None) -> int:
+    """Run the scheduler (and ``worker``, a worker's options, beside it) until it is
+    closed; return the exit code for this rank."""
     from distributed import Scheduler
 
     if security is not None and protocol is None:
         protocol = "tls://"
     state = {"done": False, "failed": False, "gone": False}
     try:
-        scheduler = Scheduler(interface=interface, protocol=protocol, port=port, dashboard=dashboard,
-                              dashboard_address=dashboard_address, security=security,
+        scheduler = Scheduler(interface=interface, protocol=protocol, port=port or 0, dashboard=dashboard,
+                              dashboard_address=":8787" if dashboard_address is None else dashboard_address,
+                              security=security,
                               scheduler_file=scheduler_file)
         await scheduler
     except BaseException as exc:  # noqa: BLE001 - every failure must reach every rank
@@ -141,7 +148,13 @@ async def run_scheduler(rendezvous: Rendezvous, security, pems, *, interface=Non
 
     scheduler.handlers["jobqueue_watch"] = watch
     rendezvous.publish({"address": scheduler.address, "security": pems})
+    beside = asyncio.ensure_future(run_worker(scheduler.address, security, **worker)) if worker else None
+    if on_ready is not None:
+        on_ready(scheduler.address, security)
     await scheduler.finished()
+    if beside is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(beside, 10)
     # a client that failed exits with its own code; one that vanished leaves it to us
     return 1 if state["gone"] else 0
 
@@ -151,7 +164,9 @@ def _private_scheduler_file(path: str, pems: dict | None) -> None:
     try:
         info = read_scheduler_file(path)
         tls = None
-        if pems:
+        if pems and all("\n" not in pem for pem in pems.values()):  # files already (the user's credentials)
+            tls = {"ca_file": pems["ca"], "cert": pems["cert"], "key": pems["key"]}
+        elif pems:  # PEMs in memory (a Security object the caller passed): written beside the file
             cred_dir = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.credentials")
             private_dir(cred_dir)
             written = {key: write_private(os.path.join(cred_dir, f"{key}.pem"), pem) for key, pem in pems.items()}
@@ -165,7 +180,8 @@ def _private_scheduler_file(path: str, pems: dict | None) -> None:
 async def run_worker(address: str, security, *, name: Any, nthreads: int = 1, memory_limit: Any = "auto",
                      local_directory: str | None = None, interface: str | None = None,
                      protocol: str | None = None, worker_class: str = "distributed.Worker",
-                     worker_options: dict | None = None, death_timeout: float = 60) -> int:
+                     worker_options: dict | None = None, death_timeout: float = 60,
+                     on_ready: Callable[[str, Any], None] | None = None) -> int:
     from distributed import Nanny
     from distributed.utils import import_term
 
@@ -177,6 +193,8 @@ async def run_worker(address: str, security, *, name: Any, nthreads: int = 1, me
         # in the worker process the nanny starts: no shutdown-race traceback (jobqueue.runtime.quiet)
         opts["preload"] = [*(opts.get("preload") or []), "jobqueue.runtime.quiet"]
     async with cls(address, **opts) as w:
+        if on_ready is not None:
+            on_ready(address, security)
         await w.finished()
     return 0
 

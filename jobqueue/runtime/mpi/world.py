@@ -20,6 +20,10 @@ class MPIStartError(RuntimeError):
     """The cluster could not start; every rank exits non-zero with this message."""
 
 
+class WorldTooSmallException(MPIStartError):
+    """Too few ranks for the roles asked for (dask-mpi's exception, same name)."""
+
+
 def fail(message: str, code: int = 1):
     sys.stderr.write(f"jobqueue mpi: {message}\n")
     sys.stderr.flush()
@@ -70,8 +74,9 @@ class Rendezvous:
     """Rank 0 publishes {"address", "security"} or {"error"}; the other ranks wait for it:
     by MPI broadcast, or without mpi4py through an owner-only file in the state directory."""
 
-    def __init__(self, comm: Any, path: str | None = None):
+    def __init__(self, comm: Any, path: str | None = None, root: int = 0):
         self.comm = comm
+        self.root = root  # the scheduler's rank
         self._path = path
 
     @property
@@ -82,13 +87,13 @@ class Rendezvous:
 
     def publish(self, info: dict) -> None:
         if self.comm is not None:
-            self.comm.bcast(info, root=0)
+            self.comm.bcast(info, root=self.root)
             return
         write_private(self.path, json.dumps({**info, "written": time.time()}))
 
     def receive(self, started: float) -> dict:
         if self.comm is not None:
-            return self.comm.bcast(None, root=0)
+            return self.comm.bcast(None, root=self.root)
         deadline = time.monotonic() + RENDEZVOUS_TIMEOUT
         while time.monotonic() < deadline:
             try:
