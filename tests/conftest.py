@@ -17,6 +17,9 @@ import pytest
 from backends import BACKENDS, pbsemu
 from util import wait_for
 
+# dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
+collect_ignore = ["compat"]
+
 REQUIRED = {s.strip() for s in os.environ.get("JOBQUEUE_TEST_REQUIRE", "").split(",") if s.strip()}
 
 
