@@ -70,7 +70,7 @@ class ClusterReports:
         waiting = self._submissions.waiting_summary()
         if waiting:
             text = ("" if text.startswith("none") else text + ", ") + waiting
-        return text
+        return f"{text} (job name {self.job_spec.job_name})"
 
     def _repr_html_(self, cluster_status=None) -> str:
         status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
@@ -104,12 +104,7 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         self.status = Status.created
         cls_name = type(self).__name__
         self.job_cls = job_cls = job_cls or type(self).job_cls
-        if job_cls is None:
-            raise ValueError(
-                f"You need to specify a Job type: pass job_cls= (e.g. job_cls=jobqueue.core.SLURMJob) or set a "
-                f"'job_cls' class variable in {cls_name}; or use one of the cluster classes: "
-                f"{', '.join(load(s).cluster_name for s in REGISTRY)}")
-        _refuse_scheduler_keywords(cls_name, dashboard_address=dashboard_address, host=host)
+        keywords.check_cluster_keywords(cls_name, job_cls, dashboard_address=dashboard_address, host=host)
         self.system_cls = job_cls.system_cls
         self.config_name = config_name = config_name or job_cls.default_config_name()
         cfg = functools.partial(config.get, config_name)
@@ -130,6 +125,7 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         spec = keywords.build_spec(cls_name, self.system_cls, config_name, interface=interface, protocol=protocol,
                                    **job_kwargs)
 
+        keywords.name_hint(cls_name, name, given, spec.job_name)
         self._system = self.system_cls()
         self._system.command_timeout = parse_timedelta(dask.config.get("jobqueue.command-timeout", "60s"))
         self._tracker = JobTracker(self._system, Journal(files.journal_path(self._cluster_id), self._system),
@@ -394,14 +390,6 @@ def refuse_loopback(address: str, system: str) -> None:
             f"the scheduler listens on {address}, a loopback address that {system} jobs on "
             "other nodes cannot reach. Let it listen on a network the compute nodes share: pass "
             "interface='ib0' (or 'eth0', ...), or scheduler_options={'host': '<this node's address>'}.")
-
-
-def _refuse_scheduler_keywords(cls_name: str, **given: Any) -> None:
-    """dashboard_address= and host= are scheduler options: say how to pass them."""
-    for key, value in given.items():
-        if value is not None:
-            raise ValueError(f"pass {key!r} through 'scheduler_options': write "
-                             f"{cls_name}(..., scheduler_options={{\"{key}\": \"{value}\"}})")
 
 
 def cluster_class(system: type[BatchSystem]) -> type[JobQueueCluster]:

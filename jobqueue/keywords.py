@@ -178,6 +178,55 @@ def resolve(system: type[BatchSystem], given: dict, cfg: Callable[[str], Any]) -
     return out
 
 
+def check_cluster_keywords(cls_name: str, job_cls: type | None, **scheduler_keywords: Any) -> None:
+    """A cluster needs a Job type; dashboard_address= and host= are scheduler options."""
+    if job_cls is None:
+        from .systems import REGISTRY, load
+
+        raise ValueError(
+            f"You need to specify a Job type: pass job_cls= (e.g. job_cls=jobqueue.core.SLURMJob) or set a "
+            f"'job_cls' class variable in {cls_name}; or use one of the cluster classes: "
+            f"{', '.join(load(s).cluster_name for s in REGISTRY)}")
+    for key, value in scheduler_keywords.items():
+        if value is not None:
+            raise ValueError(f"pass {key!r} through 'scheduler_options': write "
+                             f"{cls_name}(..., scheduler_options={{\"{key}\": \"{value}\"}})")
+
+
+def name_hint(cls_name: str, name: str | None, given: dict, job_name: str | None) -> None:
+    """name= names the cluster, not its batch jobs (dask-jobqueue users mix them up)."""
+    if name is not None and "job_name" not in given and name != job_name:
+        warnings.warn(f"{cls_name}(name={name!r}) names the cluster (and its workers {name}-0, {name}-1, ...); "
+                      f"the batch jobs are still called {job_name!r} in the queue. Write "
+                      f"job_name={name!r} to name the jobs too.", UserWarning, stacklevel=3)
+
+
+_warned_config: set[tuple[str, str]] = set()
+
+
+def check_config_section(system: type[BatchSystem], config_name: str) -> None:
+    """Warn once about each key of ``jobqueue.<config_name>`` that no keyword reads (a typo
+    like ``coers:`` in jobqueue.yaml would otherwise be ignored without a word)."""
+    import dask
+
+    from . import config
+
+    section = dask.config.get(f"jobqueue.{config_name}", None)
+    if not isinstance(section, dict):
+        return
+    known = set(config.defaults["jobqueue"].get(system.name, {})) | {old.replace("_", "-") for old in deprecated(system)}
+    known |= {kw.config for kw in job_keywords(system) + CLUSTER_KEYWORDS if kw.config} | {"ncpus", "mem"}
+    for key in section:
+        if key in known or (config_name, key) in _warned_config:
+            continue
+        _warned_config.add((config_name, key))
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warnings.warn(f"jobqueue.{config_name}.{key} in the Dask config is not a jobqueue setting and is ignored{hint} "
+                      f"(see `python -c \"import dask, jobqueue; print(dask.config.get('jobqueue.{system.name}'))\"` "
+                      "for the keys)", UserWarning, stacklevel=5)
+
+
 def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, interface: str | None = None,
                protocol: str | None = None, **job_kwargs: Any) -> JobSpec:
     """Validate job keywords (falling back to ``jobqueue.<config_name>.*``) into a JobSpec.
@@ -185,6 +234,7 @@ def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, inter
     from . import config
 
     check_keywords(cls_name, system, job_kwargs)
+    check_config_section(system, config_name)
 
     def cfg(key: str) -> Any:
         return config.get(config_name, key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,8 +216,11 @@ class JobSpec:
                 raise _bad("processes", processes, str(cores_n), f"cannot exceed cores={cores_n}")
             if cores_n % processes_n:
                 divisors = [d for d in range(1, cores_n + 1) if cores_n % d == 0]
-                raise _bad("processes", processes, str(divisors[-2] if len(divisors) > 1 else 1),
-                           f"must divide cores={cores_n} evenly; divisors are {divisors}")
+                threads = cores_n // processes_n
+                warnings.warn(f"processes={processes_n} does not divide cores={cores_n}: each worker process gets "
+                              f"{threads} thread{'s' if threads > 1 else ''}, so {cores_n - threads * processes_n} of "
+                              f"the {cores_n} cores each job asks for stay unused. Choose processes among {divisors} "
+                              "to use them all.", UserWarning, stacklevel=4)
         wall = None if walltime in (None, "") else parse_walltime(walltime)
         job_cpu_n = None if job_cpu is None else _int_at_least("job_cpu", job_cpu, 1, "8")
         if kwargs.get("job_nodes") is not None:

@@ -1,4 +1,6 @@
-"""Secure by default: TLS with per-cluster credentials on every batch system, private files."""
+"""Secure by default: TLS with the user's own credentials on every batch system, private
+files; other users (a process with a home and dask config of its own) are refused, while
+any process of the same user connects with no argument."""
 
 import glob
 import os
@@ -13,6 +15,7 @@ from distributed.security import Security
 
 from backends import ALL
 from jobqueue import LocalCluster, connect
+from jobqueue.security import user_tls_directory
 
 
 def _mode(path):
@@ -20,7 +23,7 @@ def _mode(path):
 
 
 STRANGER = r"""
-import sys
+import os, sys
 from distributed import Client
 from distributed.security import Security
 security = Security.temporary() if sys.argv[2] == "other-credentials" else None
@@ -30,10 +33,18 @@ with Client(sys.argv[1], security=security, timeout=5) as c:
 
 
 def _refused(address, how="none"):
-    """True if a stranger's process (another user on the login node) cannot run a task."""
+    """True if a stranger's process (another user on the login node: a home and dask config
+    of its own, none of our credentials, which are 0600 files in a 0700 directory, checked
+    by the tests below) cannot run a task."""
+    import tempfile
+
+    home = tempfile.mkdtemp(prefix="stranger-home-")
+    os.chmod(home, 0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    env["HOME"] = home
     try:
         out = subprocess.run([sys.executable, "-c", STRANGER, address, how], capture_output=True, text=True,
-                             timeout=30)
+                             timeout=30, env=env)
     except subprocess.TimeoutExpired:
         return True  # hung in the handshake: it got nothing
     return "RAN" not in out.stdout and out.returncode != 0
@@ -67,13 +78,38 @@ def test_tls_by_default_and_strangers_are_refused(system, backend):
             assert _refused(cluster.scheduler_address, "other-credentials")
             assert future.result() == 42
             assert not any("PRIVATE KEY" in c or "BEGIN CERTIFICATE" in c for c in _cmdlines())
-            secrets = cluster._credentials.directory
+            secrets = user_tls_directory()  # the user's, shared by all the user's clusters
             assert _mode(secrets) == 0o700
             files = os.listdir(secrets)
-            assert {"worker-ca_file.pem", "worker-cert.pem", "worker-key.pem"} <= set(files)
+            assert {"ca.pem", "cert.pem", "key.pem"} == set(files)
             assert all(_mode(os.path.join(secrets, f)) == 0o600 for f in files)
+            assert f"--tls-key {os.path.join(secrets, 'key.pem')}" in script
+            assert not cluster._credentials.written  # no per-cluster copies to leave behind
             assert _mode(cluster.job_spec.log_directory) == 0o700
-    assert not os.path.exists(secrets), "credentials left behind after close"
+
+
+NEVER_IMPORTS_JOBQUEUE = r"""
+import sys
+from distributed import Client
+with Client(scheduler_file=sys.argv[1], timeout=20) as c:
+    assert "jobqueue" not in sys.modules
+    print("RAN", c.submit(lambda: 2 + 3).result(timeout=20))
+"""
+
+
+def test_plain_client_scheduler_file_works_for_the_same_user(tmp_path):
+    # dask-mpi's and many notebooks' way in: Client(scheduler_file=...), in this process
+    # (which imported jobqueue) and in one that never imports it (the dask config file)
+    with LocalCluster(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=1)
+        path = cluster.write_scheduler_file(str(tmp_path / "scheduler.json"))
+        with Client(scheduler_file=path) as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(lambda: 6 * 7).result() == 42
+        out = subprocess.run([sys.executable, "-c", NEVER_IMPORTS_JOBQUEUE, path], capture_output=True, text=True,
+                             timeout=60)
+        assert "RAN 5" in out.stdout, out.stderr[-2000:]
+        assert _refused(cluster.scheduler_address)  # another user still cannot
 
 
 def test_scheduler_file_carries_security_and_is_private(tmp_path):

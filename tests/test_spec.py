@@ -70,7 +70,6 @@ def test_default_processes_about_sqrt_and_dividing(cores, processes):
     (dict(cores=-2, memory="1GB"), "cores"),
     (dict(cores="eight", memory="1GB"), "cores"),
     (dict(cores=4, memory="1GB", processes=0), "processes"),
-    (dict(cores=4, memory="1GB", processes=3), "processes"),
     (dict(cores=4, memory="1GB", processes=8), "processes"),
     (dict(cores=4, memory="lots"), "memory"),
     (dict(cores=4, memory="1GB", walltime="forever"), "walltime"),
@@ -96,9 +95,29 @@ def test_cores_and_memory_required():
         JobSpec.create(cores=None, memory="1GB")
 
 
-def test_processes_must_divide_cores_lists_divisors():
-    with pytest.raises(ValueError, match=r"divisors are \[1, 2, 3, 6\]"):
-        JobSpec.create(cores=6, memory="6GB", processes=4)
+def test_processes_not_dividing_cores_are_accepted_with_what_is_wasted():
+    # as dask-jobqueue: threads = cores // processes; we say what that wastes and what fits
+    with pytest.warns(UserWarning, match=r"2 of the 6 cores .* stay unused.*among \[1, 2, 3, 6\]"):
+        spec = JobSpec.create(cores=6, memory="6GB", processes=4)
+    assert (spec.processes, spec.threads_per_process) == (4, 1)
+    with pytest.raises(ValueError, match="cannot exceed cores=2"):
+        JobSpec.create(cores=2, memory="6GB", processes=3)
+
+
+def test_unknown_config_keys_warn_once_with_a_suggestion():
+    import dask
+
+    from jobqueue import SLURMCluster, keywords
+
+    keywords._warned_config.discard(("slurm", "coers"))
+    with dask.config.set({"jobqueue.slurm.coers": 4}):
+        with pytest.warns(UserWarning, match=r"jobqueue.slurm.coers .* ignored; did you mean 'cores'"):
+            SLURMCluster.job_cls(cores=1, memory="1GB")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            SLURMCluster.job_cls(cores=1, memory="1GB")
 
 
 def test_spec_derived_values():
