@@ -31,6 +31,9 @@ def _run_suite(suite: str, tests: str, tmp_path, timeout: float) -> dict[str, st
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(COMPAT, "site"), COMPAT]),
                CI_SHARED_SPACE=str(tmp_path))  # where dask-jobqueue's security test copies its PEMs
     env.pop("JOBQUEUE_TEST_REQUIRE", None)
+    # the documented one step for processes that never import jobqueue (dask-mpi's tests
+    # call Client(scheduler_file=...) from such a process): credentials in the dask config
+    subprocess.run([sys.executable, "-m", "jobqueue", "tls"], check=True, env=env, capture_output=True, timeout=120)
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "shim", "-p", "no:cacheprovider", "-q", "-rfE",
                            "--timeout", "120", f"--junitxml={junit}", tests], cwd=os.path.join(COMPAT, suite),
                           env=env, capture_output=True, text=True, timeout=timeout)
