@@ -35,8 +35,9 @@ class Supervisor:
         self.cluster = cluster
         self.tracker = tracker
         self.submissions = submissions
-        self.poll_interval = poll_interval
-        self.fast_poll_interval = min(poll_interval, fast_poll_interval)
+        floor = tracker.system.min_query_interval  # the site's policy wins over our own wishes
+        self.poll_interval = max(poll_interval, floor)
+        self.fast_poll_interval = max(min(poll_interval, fast_poll_interval), floor)
         self.fast_poll_duration = fast_poll_duration
         self.max_start_failures = max_start_failures
         self.failures: list[Exception] = []  # submission errors and failed starts, oldest first
@@ -134,6 +135,7 @@ class Supervisor:
     def worker_connected(self, record: TrackedJob) -> None:
         if not record.workers_seen:
             record.workers_seen = True
+            record.started_at = record.started_at or time.time()  # ran between two polls
             self.consecutive_start_failures = 0
 
     def try_again(self) -> None:

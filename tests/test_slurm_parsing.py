@@ -64,7 +64,7 @@ def test_history_reads_scontrol_records_and_array_task_ranges(monkeypatch):
     array whose pending tasks share a line, one running task."""
     import asyncio
 
-    from jobqueue.systems import slurm
+    from jobqueue.systems import base
 
     out = ("JobId=41 JobName=dask-worker UserId=root(0) JobState=COMPLETED Reason=None Dependency=(null) "
            "ExitCode=0:0 RunTime=00:00:05\n"
@@ -77,7 +77,7 @@ def test_history_reads_scontrol_records_and_array_task_ranges(monkeypatch):
         assert argv == ["scontrol", "show", "job", "-o"]
         return res(out, "", 0)
 
-    monkeypatch.setattr(slurm, "run_async", fake_run)
+    monkeypatch.setattr(base, "run_async", fake_run)
     st = asyncio.run(SlurmSystem().history(["41", "42_2", "42_3", "42_1", "7"]))
     assert st["41"].state == JobState.COMPLETED and st["41"].exit_code == 0
     assert st["42_2"].state == st["42_3"].state == JobState.PENDING and st["42_3"].reason == "JobHeldUser"

@@ -10,9 +10,12 @@ about Dask.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import re
 import shutil
+import threading
+import time
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Sequence
 
@@ -20,6 +23,14 @@ from ..commands import CommandError, CommandResult, CommandTimeout, UnreadableOu
 from ..keywords import Keyword
 from ..spec import JobSpec, check_line_value
 from ..watchdog import unconfirmed
+
+
+_TURN_LOCK = threading.Lock()
+_LAST_QUERY: dict[str, float] = {}  # system name -> when this process's last query of it started
+
+
+def _text(exc: BaseException) -> str:
+    return f"{getattr(exc, 'stderr', '')}\n{getattr(exc, 'stdout', '')}\n{exc}"
 
 
 class JobState(str, enum.Enum):
@@ -84,8 +95,16 @@ class BatchSystem:
         r"temporarily unavailable|try again|timed out|connection refused|connect failure|unable to contact"
         r"|cannot connect|commlib error|rate limit|too many (?:requests|rpcs)|Zero Bytes were transmitted"
         r"|Temporary failure|slurm_persist_conn")
+    # a refusal because the user (account, QOS) already has as many jobs queued as the site
+    # allows: not a failure, the jobs wait for a turn (see SubmissionQueue)
+    submit_limit_errors: ClassVar[str] = r"(?!)"
+    # a refusal of an array larger than the site allows: split it and try again
+    array_size_errors: ClassVar[str] = r"(?!)"
     template: ClassVar[str] = "base.sh.j2"
     command_timeout: float = 60.0
+    # site policy: at most one status query (status, history, find) per this many seconds,
+    # for all clusters of this process together (jobqueue.<system>.min-poll-interval)
+    min_query_interval: float = 0.0
 
     # --- script side -------------------------------------------------------------
     def directives(self, spec: JobSpec) -> list[Directive]:
@@ -176,6 +195,32 @@ class BatchSystem:
         stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
         return (f"{stem}.out", f"{stem}.err")
 
+    # --- site limits ---------------------------------------------------------------
+    def submit_limited(self, exc: BaseException) -> bool:
+        """Was a submission refused because of a per-user/account/QOS job-count limit?"""
+        return isinstance(exc, CommandError) and re.search(self.submit_limit_errors, _text(exc), re.I) is not None
+
+    def array_too_large(self, exc: BaseException) -> bool:
+        """Was an array refused for its size (split it and try again)?"""
+        return isinstance(exc, CommandError) and re.search(self.array_size_errors, _text(exc), re.I) is not None
+
+    async def max_array_size(self) -> int | None:
+        """The most elements one array job may have here, as the system's configuration says
+        (None: it does not say; the site's refusal still splits arrays)."""
+        return None
+
+    async def query(self, argv: Sequence[str], check: bool = False) -> CommandResult:
+        """Run a status query (squeue, scontrol, qstat, qacct ...) in its turn: never sooner
+        than ``min_query_interval`` after this process's previous query of this system."""
+        if self.min_query_interval > 0:
+            with _TURN_LOCK:
+                now = time.monotonic()
+                start = max(now, _LAST_QUERY.get(self.name, -1e9) + self.min_query_interval)
+                _LAST_QUERY[self.name] = start
+            if start > now:
+                await asyncio.sleep(start - now)
+        return await run_async(list(argv), timeout=self.command_timeout, check=check)
+
     # --- command side ------------------------------------------------------------
     def available(self) -> bool:
         """Is this system's submit command on PATH?"""
@@ -245,7 +290,7 @@ class BatchSystem:
             return True
         if not isinstance(exc, CommandError):
             return False
-        return re.search(self.transient_errors, f"{exc.stderr}\n{exc.stdout}\n{exc}", re.I) is not None
+        return re.search(self.transient_errors, _text(exc), re.I) is not None
 
     async def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel with one command. Output lines that ``cancel_ok`` matches (cancelled, or
@@ -262,8 +307,7 @@ class BatchSystem:
         """The state of every job in ``job_ids`` with ONE command; unknown ids are left out."""
         if not job_ids:
             return {}
-        result = await run_async(self.status_argv(list(job_ids)), timeout=self.command_timeout,
-                                 check=False)
+        result = await self.query(self.status_argv(list(job_ids)))
         return self.parse_status(result, list(job_ids))
 
     async def exit_code(self, job_id: str) -> int | None:

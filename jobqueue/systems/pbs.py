@@ -108,6 +108,16 @@ class PBSSystem(BatchSystem):
     template = "pbs.sh.j2"
     # already finished (35) or purged (153) ids are not an error: they are gone
     cancel_ok = r"Unknown Job Id|Job has finished|nonexistent job id|finished array subjob"
+    array_size_errors = r"Array job exceeds server or queue size limit"
+    # entity limits ("would exceed complex's per-user limit of jobs in 'Q' state"), max_queued;
+    # Torque-syntax wrappers over Slurm pass sbatch's own words on
+    submit_limit_errors = r"would exceed .*limit of jobs|Maximum number of jobs|MaxSubmitJob|job submit limit"
+
+    async def max_array_size(self) -> int | None:
+        """The server's max_array_size (`qstat -B -f`); Torque's qstat has no such line."""
+        result = await self.query([self.status_command, "-B", "-f"])
+        m = re.search(r"^\s*max_array_size\s*=\s*(\d+)", result.stdout, re.M)
+        return int(m.group(1)) if m else None
 
     def available(self) -> bool:
         """qsub on PATH and not Grid Engine's (which comes with qconf)."""
@@ -172,8 +182,7 @@ class PBSSystem(BatchSystem):
         return ["-N", name] if self.detect_flavour() == "openpbs" else []
 
     async def find(self, name: str) -> list[str]:
-        result = await run_async([self.status_command, "-f", "-F", "json"], timeout=self.command_timeout,
-                                 check=False)
+        result = await self.query([self.status_command, "-f", "-F", "json"])
         try:
             jobs = (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
         except ValueError:
@@ -251,8 +260,7 @@ class PBSSystem(BatchSystem):
 
     async def _history(self, job_ids: Sequence[str]) -> dict:
         """The "Jobs" of `qstat -x -f -F json <ids>` ({} when the server keeps no history)."""
-        result = await run_async([self.status_command, "-x", "-f", "-F", "json", *job_ids],
-                                 timeout=self.command_timeout, check=False)
+        result = await self.query([self.status_command, "-x", "-f", "-F", "json", *job_ids])
         try:
             return (_loads(result.stdout).get("Jobs") or {}) if result.stdout.strip() else {}
         except ValueError:
@@ -260,7 +268,7 @@ class PBSSystem(BatchSystem):
 
     async def _torque_status(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Plain `qstat <ids>`: the state letter is the fifth column; 153 when none is known."""
-        result = await run_async([self.status_command, *job_ids], timeout=self.command_timeout, check=False)
+        result = await self.query([self.status_command, *job_ids])
         if result.returncode not in (0, 153) and not result.stdout.strip():
             raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
         out: dict[str, JobStatus] = {}

@@ -73,6 +73,17 @@ class SGESystem(BatchSystem):
     # qdel reports on stdout: "root has registered the job 12 for deletion" or "denied: job
     # "12" does not exist" (ended: no error); any other denied/error line is one
     cancel_ok = r'^(?!.*(?:denied|error)).*$|job "?\S+?"? does not exist|do(?:es)? not exist'
+    # "job rejected: you tried to submit a job with more than 4 tasks" (max_aj_tasks)
+    array_size_errors = r"submit a job with more than \d+ tasks"
+    # "job rejected: only 3 jobs are allowed per user (current job count: 3)" (max_u_jobs; an
+    # array counts as one job there), or per cluster (max_jobs)
+    submit_limit_errors = r"jobs are allowed per (?:user|cluster)"
+
+    async def max_array_size(self) -> int | None:
+        """max_aj_tasks of the global configuration (0: no limit)."""
+        result = await run_async(["qconf", "-sconf"], timeout=self.command_timeout, check=False)
+        m = re.search(r"^max_aj_tasks\s+(\d+)", result.stdout, re.M)
+        return (int(m.group(1)) or None) if m else None
 
     def available(self) -> bool:
         """qsub on PATH and it is Grid Engine's (qconf exists only there)."""
@@ -128,7 +139,7 @@ class SGESystem(BatchSystem):
         return m.group(1) if m else None
 
     async def find(self, name: str) -> list[str]:
-        result = await run_async([self.status_command, "-xml"], timeout=self.command_timeout)
+        result = await self.query([self.status_command, "-xml"], check=True)
         root = ET.fromstring(result.stdout)
         return sorted({(e.findtext("JB_job_number") or "").strip() for e in root.iter("job_list")
                        if (e.findtext("JB_name") or "").strip() == name})
@@ -174,7 +185,7 @@ class SGESystem(BatchSystem):
         number, _, task = job_id.partition(".")
         argv = ["qacct", "-j", number] + (["-t", task] if task else [])
         try:
-            result = await run_async(argv, timeout=self.command_timeout, check=False)
+            result = await self.query(argv)
         except CommandError:
             return None
         codes = re.findall(r"^exit_status\s+(\d+)", result.stdout, re.M)

@@ -52,6 +52,25 @@ def _task_ids(tasks: str) -> list[str]:
     return out
 
 
+def parse_sacct(text: str, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+    """The states of ``job_ids`` in `sacct -X -n -P -o JobID,State,ExitCode,Reason` output
+    ("CANCELLED by 0" is CANCELLED; "42_[2-3]" stands for tasks 42_2 and 42_3)."""
+    wanted = set(job_ids)
+    out: dict[str, JobStatus] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3 or not parts[1]:
+            continue
+        m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", parts[0])
+        ids = [f"{m.group(1)}_{t}" for t in _task_ids(m.group(2))] if m else [parts[0]]
+        state = _STATES.get(parts[1].split()[0].rstrip("+"), JobState.UNKNOWN)
+        reason = parts[3] if len(parts) > 3 and parts[3] not in ("None", "(null)") else ""
+        code = _exit_code(parts[2]) if state.finished else None
+        for job_id in wanted.intersection(ids):
+            out[job_id] = JobStatus(job_id, state, reason, code)
+    return out
+
+
 def slurm_format_bytes_ceil(n: int) -> str:
     """Bytes as Slurm's --mem wants them: K/M/G are binary units, rounded up.
 
@@ -82,6 +101,31 @@ class SlurmSystem(BatchSystem):
     status_command = "squeue"
     template = "slurm.sh.j2"
     cancel_ok = r"Invalid job id|already completing or completed"
+    array_size_errors = r"Invalid job array specification"
+    # sbatch names the limit on the line before the policy message (QOSMaxSubmitJobPerUserLimit,
+    # AssocMaxSubmitJobLimit, QOSGrpSubmitJobsLimit ...); other limits it names there (wall time,
+    # GRES, TRES) are about the job itself and fail it
+    submit_limit_errors = r"MaxSubmitJob|SubmitJobsLimit|job submit limit"
+
+    def submit_limited(self, exc: BaseException) -> bool:
+        if not super().submit_limited(exc):
+            return False
+        named = re.findall(r"error: ((?:QOS|Assoc)\w*Limit)\b", getattr(exc, "stderr", "") or "")
+        return not named or any("Submit" in limit for limit in named)
+
+    _config: dict[str, str] | None = None
+
+    async def config(self, key: str) -> str | None:
+        """One value of `scontrol show config` (read once per cluster)."""
+        if self._config is None:
+            result = await run_async(["scontrol", "show", "config"], timeout=self.command_timeout, check=False)
+            self._config = dict(re.findall(r"^(\w+)\s*=\s*(.*?)\s*$", result.stdout, re.M))
+        return self._config.get(key)
+
+    async def max_array_size(self) -> int | None:
+        # MaxArraySize is one more than the largest index: an array 0..n-1 fits when n <= it
+        value = await self.config("MaxArraySize")
+        return int(value) if value and value.isdigit() else None
 
     def directives(self, spec: JobSpec) -> list[Directive]:
         d: list[Directive] = []
@@ -150,23 +194,40 @@ class SlurmSystem(BatchSystem):
 
     async def find(self, name: str) -> list[str]:
         # %F: an array's job id, a plain job's own id
-        result = await run_async([self.status_command, "-h", "-u", _user(), "-n", name, "-o", "%F"],
-                                 timeout=self.command_timeout)
+        result = await self.query([self.status_command, "-h", "-u", _user(), "-n", name, "-o", "%F"], check=True)
         return sorted({line.strip() for line in result.stdout.splitlines() if line.strip()})
 
     def cancel_name_argv(self, name: str) -> list[str] | None:
         return [self.cancel_command, "-u", _user(), "--name", name]
 
     async def exit_code(self, job_id: str) -> int | None:
-        result = await run_async(["scontrol", "show", "job", "-o", job_id], timeout=self.command_timeout,
-                                 check=False)
+        result = await self.query(["scontrol", "show", "job", "-o", job_id])
         m = re.search(r"\bExitCode=(\S+)", result.stdout)
         return _exit_code(m.group(1)) if m else None
 
     async def history(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """`scontrol show job -o`: every job slurmctld still holds (ended ones for MinJobAge),
-        one line each; array tasks still pending together are one line with a task range."""
-        result = await run_async(["scontrol", "show", "job", "-o"], timeout=self.command_timeout, check=False)
+        """What slurmctld still holds of these jobs (ended ones for MinJobAge, 300 s by default),
+        then, for the others, the accounting database's record where the site keeps one."""
+        out = await self._controller_records(job_ids)
+        rest = [job_id for job_id in job_ids if job_id not in out]
+        storage = await self.config("AccountingStorageType") or "accounting_storage/none"
+        if rest and storage != "accounting_storage/none":
+            out.update(await self._accounting_records(rest))
+        return out
+
+    async def _accounting_records(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """`sacct -X -n -P -j <ids> -o JobID,State,ExitCode,Reason`: one line per job, array tasks
+        as <array id>_<index> ("42_[2-3]" while they are still pending together)."""
+        result = await self.query(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
+                                   "-o", "JobID,State,ExitCode,Reason"])
+        if result.returncode != 0:
+            raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
+        return parse_sacct(result.stdout, job_ids)
+
+    async def _controller_records(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """`scontrol show job -o`: every job slurmctld still holds, one line each; array tasks
+        still pending together are one line with a task range."""
+        result = await self.query(["scontrol", "show", "job", "-o"])
         if result.returncode != 0 and "No jobs in the system" not in result.stdout + result.stderr:
             raise CommandError(result.argv, result.returncode, result.stdout, result.stderr)
         wanted = set(job_ids)

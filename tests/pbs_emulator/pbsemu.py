@@ -39,6 +39,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # queue -> {"enabled": bool, "resources_max": {"walltime": "HH:MM:SS"}, "kill_delay": s}
     "queues": {"workq": {"enabled": True, "resources_max": {}, "kill_delay": 10}},
     "job_history_enable": False,
+    "max_array_size": 10000,     # server attribute; larger arrays are refused (§0 table, §1.5)
+    "max_queued_per_user": None,  # entity limit: live jobs (array elements each) per user (§1.5)
     "ncpus": 64,                 # what the fake complex offers ("Can Never Run" beyond it)
     "node": socket.gethostname().split(".")[0],
     "sched_latency": 0.3,        # seconds between qsub and the job starting
@@ -216,6 +218,12 @@ def _bad_value(option: str, from_directive: bool, line_words: list[str] | None) 
     return Exit(2, f"qsub: illegal {option} value\n" + QSUB_USAGE)
 
 
+def _array_bounds(spec: str) -> tuple[int, int, int]:
+    """range() arguments of a -J range "a-b[:s][%n]"."""
+    m = re.fullmatch(r"(\d+)-(\d+)(?::(\d+))?(?:%\d+)?", spec)
+    return (int(m.group(1)), int(m.group(2)) + 1, int(m.group(3) or 1)) if m else (0, 0, 1)
+
+
 def qsub(argv: list[str], stdin_text: str | None = None) -> str:
     if argv == ["--version"]:
         return f"pbs_version = {VERSION}\n"
@@ -323,6 +331,9 @@ def qsub(argv: list[str], stdin_text: str | None = None) -> str:
     limit = (qcfg.get("resources_max") or {}).get("walltime")
     if limit and "walltime" in resources and walltime_seconds(resources["walltime"]) > walltime_seconds(limit):
         raise Exit(188, "qsub: Job violates queue and/or server resource limits")
+    if attrs.get("-J"):
+        if len(range(*_array_bounds(attrs["-J"]))) > cfg["max_array_size"]:
+            raise Exit(3, "qsub: Array job exceeds server or queue size limit")
     for var in attrs.get("-v", []):
         for item in var.split(","):
             if "=" not in item and item not in os.environ:
@@ -338,6 +349,13 @@ def qsub(argv: list[str], stdin_text: str | None = None) -> str:
     variables = _variable_list(attrs, cwd, host, queue)
     array = attrs.get("-J")
     with locked_state() as state:
+        limit = cfg.get("max_queued_per_user")
+        if limit is not None:
+            mine = [j for j in state["jobs"].values() if j["job_state"] not in ("F", "X") and "_subjobs" not in j
+                    and str(j.get("Job_Owner", "")).split("@")[0] == user]
+            adding = len(range(*_array_bounds(array))) if array else 1
+            if len(mine) + adding > limit:
+                raise Exit(38, "qsub: would exceed complex's per-user limit of jobs in 'Q' state")
         seq = state["next_seq"]
         state["next_seq"] = seq + 1
         job_id = f"{seq}[].{server}" if array else f"{seq}.{server}"
@@ -875,6 +893,8 @@ def _qstat_queue_or_server(flags: set, cfg: dict, jobs: dict) -> str:
                 c[j["job_state"]] += 1
         return c
     live = [j for j in jobs.values() if j["job_state"] not in ("F", "X") and "array_id" not in j]
+    if "-B" in flags and "-f" in flags:
+        return f"Server: {cfg['server_name']}\n    server_state = Active\n    max_array_size = {cfg['max_array_size']}\n\n"
     if "-B" in flags:
         c = counts(live)
         return ("Server             Max   Tot   Que   Run   Hld   Wat   Trn   Ext Status\n"
