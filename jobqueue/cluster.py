@@ -18,7 +18,6 @@ import math
 import os
 import time
 import uuid
-from collections import Counter
 from typing import Any, ClassVar
 
 import dask
@@ -31,56 +30,21 @@ from distributed.security import Security
 
 from . import config, files, keywords
 from .commands import CommandError
-from .dashboard import dashboard_token, gated_scheduler, with_token
-from .job import Job, JobSubmissionError, SubmissionQueue, job_class, removal_order
-from .reports import JobRow, JobTable, job_logs, summarize
+from .dashboard import dashboard_token, gated_scheduler
+from .job import Job, JobSubmissionError, job_class, removal_order
+from .submission import SubmissionQueue, site_policy
+from .cluster_reports import ClusterReports
+from .reports import WaitProgress
 from .security import Credentials, resolve_security
 from .spec import JobSpec
 from .supervisor import Supervisor
 from .systems import REGISTRY, BatchSystem, LocalSystem, load
 from .tracker import Journal, JobTracker
+from .usage import BusyTime
 
 logger = logging.getLogger("jobqueue")
 
 __all__ = ["JobQueueCluster", "JobSubmissionError", "cluster_class"]
-
-
-class ClusterReports:
-    """What a JobQueueCluster shows: the job table, logs, repr, the dashboard link."""
-
-    @property
-    def jobs(self) -> JobTable:
-        """Every job this cluster submitted: id, name, state, reason, workers, since."""
-        workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
-        return JobTable(JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
-                        for j in self._tracker.jobs.values())
-
-    def logs(self) -> dict[str, str]:
-        """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
-        return job_logs(self._tracker.jobs.values())
-
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        if self.status in (Status.closing, Status.closed):
-            return f"{text[:-1]}, {self.status.name})" if text.endswith(")") else text
-        return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
-
-    def _jobs_summary(self) -> str:
-        text = summarize(self._tracker.jobs.values())
-        waiting = self._submissions.waiting_summary()
-        if waiting:
-            text = ("" if text.startswith("none") else text + ", ") + waiting
-        return f"{text} (job name {self.job_spec.job_name})"
-
-    def _repr_html_(self, cluster_status=None) -> str:
-        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
-        return super()._repr_html_(cluster_status=(cluster_status or "") + status)
-
-    @property
-    def dashboard_link(self) -> str:
-        """The dashboard's address, with the token that lets its owner in (see jobqueue.dashboard)."""
-        link = super().dashboard_link
-        return with_token(link, self._dashboard_token) if link and self._dashboard_token else link
 
 
 class JobQueueCluster(ClusterReports, SpecCluster):
@@ -127,7 +91,6 @@ class JobQueueCluster(ClusterReports, SpecCluster):
 
         keywords.name_hint(cls_name, name, given, spec.job_name)
         self._system = self.system_cls()
-        self._system.command_timeout = parse_timedelta(dask.config.get("jobqueue.command-timeout", "60s"))
         self._tracker = JobTracker(self._system, Journal(files.journal_path(self._cluster_id), self._system),
                                    lost_after=parse_timedelta(dask.config.get("jobqueue.lost-after", "10s")))
         credentials_base = (self.shared_temp_directory or dask.config.get("jobqueue.credentials-directory", None)
@@ -138,8 +101,10 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         self._submissions = SubmissionQueue(
             spec, self._system, self._tracker, template=template, worker_args=self._credentials.worker_args(security),
             token=self._cluster_id.rsplit("-", 1)[-1][:6],
-            job_array=bool(cfg("job-array", True) if job_array is None else job_array), **limits)
+            job_array=bool(cfg("job-array", True) if job_array is None else job_array), **limits,
+            **site_policy(self._system, config_name))
         self.supervisor = Supervisor.from_config(self, poll_interval, max_start_failures)
+        self._busy = BusyTime()  # the workers' compute time, for usage()
         if spec.log_directory:
             files.private_dir(spec.log_directory, tighten=False)
         files.prune_old_runs()
@@ -309,25 +274,32 @@ class JobQueueCluster(ClusterReports, SpecCluster):
 
     async def _wait_for_workers(self, n_workers: int = 0, timeout: float | None = None) -> None:
         self._refuse_if_closed(f"wait for {n_workers} workers")
-        deadline = None if not timeout else time.monotonic() + parse_timedelta(timeout)
-        while True:
-            info = await self.scheduler_comm.identity(n_workers=-1)
-            running = sum(1 for w in info["workers"].values() if w.get("status") == Status.running.name)
-            if running >= n_workers:
-                return
-            failures = self.supervisor.failures
-            settling = self._correct_state_waiting is not None or self._lock.locked()
-            if failures and not settling and running + self._possible_workers() < n_workers:
-                raise failures[-1]
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {running} of {n_workers} workers connected within {timeout} s; "
-                    f"jobs: {self._jobs_summary()} (ids {' '.join(self.job_ids) or '-'})")
-            await asyncio.sleep(0.2)
+        limit = parse_timedelta(timeout) if timeout else None
+        deadline = None if not limit else time.monotonic() + limit
+        progress = WaitProgress(n_workers, parse_timedelta(dask.config.get("jobqueue.progress-interval", "30s") or 0))
+        try:
+            while True:
+                info = await self.scheduler_comm.identity(n_workers=-1)
+                running = sum(1 for w in info["workers"].values() if w.get("status") == Status.running.name)
+                if running >= n_workers:
+                    return
+                failures = self.supervisor.failures
+                settling = self._correct_state_waiting is not None or self._lock.locked()
+                if failures and not settling and running + self._possible_workers() < n_workers:
+                    raise failures[-1]
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{running} of {n_workers} workers after {limit:g} s: {self._state_words()} "
+                                       f"(job ids {' '.join(self.job_ids) or '-'})")
+                progress.update(running, self._state_words())
+                await asyncio.sleep(0.2)
+        finally:
+            progress.close()
 
     # --- job lifecycle --------------------------------------------------------------
     async def _start(self) -> None:
         await super()._start()
+        self._busy.scheduler = self.scheduler
+        self.scheduler.add_plugin(self._busy, name=BusyTime.name)
         self.supervisor.start()
 
     def mark_connected(self, names=None) -> None:
@@ -357,6 +329,7 @@ class JobQueueCluster(ClusterReports, SpecCluster):
             try:
                 await self._tracker.cancel_all()  # anything the per-job close missed
                 self._tracker.mark_cancelled()
+                self._report_usage()
             except CommandError as exc:
                 logger.error("jobqueue: could not cancel jobs %s: %s (the watchdog will retry)",
                              " ".join(self._tracker.live_ids()), exc)

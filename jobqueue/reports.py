@@ -5,6 +5,8 @@ No dask imports: plain text built from TrackedJob records and log files.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -129,3 +131,50 @@ def summarize(jobs: Iterable[TrackedJob]) -> str:
                 text += " (" + ", ".join(f"{k} {r}" for r, k in sorted(reasons.items())) + ")"
         parts.append(text)
     return ", ".join(parts) or "none queued or running"
+
+
+class WaitProgress:
+    """The status line of a wait for workers: rewritten in place about once a second on a
+    terminal; elsewhere (a log, a notebook) a plain line every ``interval`` seconds, never
+    a carriage return. Nothing for waits shorter than ``delay``; ``interval`` 0: silent."""
+
+    def __init__(self, n_workers: int, interval: float = 30.0, delay: float = 2.0, stream=None):
+        self.n_workers = n_workers
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.delay = delay
+        try:
+            self.tty = self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.started = time.monotonic()
+        self.last = self.started
+        self.width = 0
+
+    def line(self, running: int, jobs: str) -> str:
+        return (f"jobqueue: {running} of {self.n_workers} workers after {time.monotonic() - self.started:.0f} s; "
+                f"jobs: {jobs}")
+
+    def update(self, running: int, jobs: str) -> None:
+        now = time.monotonic()
+        if not self.interval or now - self.started < self.delay:
+            return
+        if self.tty and now - self.last >= 1.0:
+            text = self.line(running, jobs)
+            self._write("\r" + text.ljust(self.width))
+            self.width, self.last = len(text), now
+        elif not self.tty and now - self.last >= self.interval:
+            self._write(self.line(running, jobs) + "\n")
+            self.last = now
+
+    def close(self) -> None:
+        if self.width:  # leave the terminal line clean for what comes next
+            self._write("\r" + " " * self.width + "\r")
+            self.width = 0
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.interval = 0  # the stream closed: stay silent

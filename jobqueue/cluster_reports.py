@@ -1,0 +1,81 @@
+"""What a JobQueueCluster shows its user: the job table (waiting jobs included), logs,
+the repr with job states and reasons, the dashboard link with its token, and the usage
+report (core-hours held vs. busy, jobqueue.usage). A mixin of JobQueueCluster."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import dask
+from distributed.core import Status
+
+from .dashboard import with_token
+from .reports import JobRow, JobTable, job_logs, summarize
+from .usage import Usage, pool_usage
+
+
+class ClusterReports:
+    """What a JobQueueCluster shows: the job table, logs, repr, the dashboard link, usage."""
+
+    @property
+    def jobs(self) -> JobTable:
+        """Every job this cluster submitted (id, name, state, reason, workers, since), then the
+        jobs waiting here for their turn (id "-", state "waiting", and why)."""
+        workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
+        return JobTable([JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
+                         for j in self._tracker.jobs.values()]
+                        + [JobRow("-", str(job.name), "waiting", self._submissions.waiting_reason(), 0,
+                                  getattr(job, "waiting_since", None) or time.time())
+                           for job in self._submissions.waiting])
+
+    def logs(self) -> dict[str, str]:
+        """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
+        return job_logs(self._tracker.jobs.values())
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self.status in (Status.closing, Status.closed):
+            return f"{text[:-1]}, {self.status.name})" if text.endswith(")") else text
+        return f"{text[:-1]}, jobs: {self._jobs_summary()})" if text.endswith(")") else text
+
+    def _jobs_summary(self) -> str:
+        return f"{self._state_words()} (job name {self.job_spec.job_name})"
+
+    def _state_words(self) -> str:
+        """e.g. "6 running, 4 waiting (job submit limit)" or "2 pending (Priority)"."""
+        text = summarize(self._tracker.jobs.values())
+        waiting = self._submissions.waiting_summary()
+        if waiting:
+            text = ("" if text.startswith("none") else text + ", ") + waiting
+        return text
+
+    def _repr_html_(self, cluster_status=None) -> str:
+        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
+        return super()._repr_html_(cluster_status=(cluster_status or "") + status)
+
+    @property
+    def dashboard_link(self) -> str:
+        """The dashboard's address, with the token that lets its owner in (see jobqueue.dashboard)."""
+        link = super().dashboard_link
+        return with_token(link, self._dashboard_token) if link and self._dashboard_token else link
+
+    def usage(self) -> Usage:
+        """Core-hours (and GPU-hours) of this cluster's jobs: requested (walltime x cores of
+        each job that started), held (run time x cores: what the site charges) and busy (the
+        time its workers spent computing tasks, from the scheduler), per pool."""
+        spec = self.job_spec
+        pool = pool_usage(spec.job_name or "workers", self._tracker.jobs.values(), dict(self._busy.seconds),
+                          cores=spec.cores * spec.job_nodes, gpus=int(getattr(spec, "gpus", 0) or 0) * spec.job_nodes,
+                          threads=spec.cores * spec.job_nodes, walltime=spec.walltime, job_of=self._job_of)
+        return Usage({pool.pool: pool})
+
+    def _report_usage(self) -> None:
+        """The line at close: what the jobs held and how busy the workers were."""
+        if not dask.config.get("jobqueue.usage-report", True):
+            return
+        usage = self.usage()
+        if usage.total.jobs:
+            import sys
+
+            print(f"jobqueue: {type(self).__name__} closed; {usage.line()}", file=sys.stderr)
