@@ -156,12 +156,14 @@ def idle_cost(kind: str, pending: int, idle: float, counter: CommandCounter, set
             time.sleep(1)
         time.sleep(settle)  # jobqueue polls every 0.5 s for a minute after changes, then every 5 s
         counter.reset()
-        cpu0 = sum(me.cpu_times()[:2])
+        cpu0, all0 = sum(me.cpu_times()[:2]), sum(me.cpu_times()[:4])
         time.sleep(idle)
-        cpu = sum(me.cpu_times()[:2]) - cpu0
+        cpu, cpu_all = sum(me.cpu_times()[:2]) - cpu0, sum(me.cpu_times()[:4]) - all0
         status = counter.count("squeue")
     _queue_empty()
-    return {"status_commands_per_minute": status * 60 / idle, "cpu_seconds": round(cpu, 2), "idle_seconds": idle}
+    # cpu_seconds: this process; login_cpu_seconds_per_minute: with the status commands it ran
+    return {"status_commands_per_minute": status * 60 / idle, "cpu_seconds": round(cpu, 2), "idle_seconds": idle,
+            "login_cpu_seconds_per_minute": round(cpu_all * 60 / idle, 2)}
 
 
 def main() -> None:
@@ -219,7 +221,8 @@ def main() -> None:
     if idle:
         print(f"\nwhile {args.pending} jobs wait ({args.idle:.0f} s):")
     for k, v in idle.items():
-        print(f"  {k:14} status commands/min {v['status_commands_per_minute']:.1f}, CPU {v['cpu_seconds']} s")
+        print(f"  {k:14} status commands/min {v['status_commands_per_minute']:.1f}, CPU {v['cpu_seconds']} s "
+              f"(login-node CPU with its commands: {v['login_cpu_seconds_per_minute']} s/min)")
     print(json.dumps({"scale_up": rows, "idle": idle}))
 
 

@@ -192,6 +192,36 @@ def cleanup(dry_run: bool) -> None:
         sys.exit(1)
 
 
+@main.command(name="list")
+def list_clusters() -> None:
+    """Your clusters that are running now (on this machine's state directory): their jobs and
+    what they used so far (core-hours held, and busy by the workers)."""
+    import os
+
+    from .files import journals
+    from .watchdog import owner_gone, read
+
+    rows = []
+    for path in journals():
+        data = read(path)
+        if data is None or data.get("closed") or owner_gone(data):
+            continue
+        usage = list((data.get("usage") or {}).values())
+        held = sum(p.get("core_hours_held", 0) for p in usage)
+        busy = sum(p.get("core_hours_busy", 0) for p in usage)
+        rows.append((os.path.basename(path)[:-5], str(data.get("system", "?")), str(data.get("owner_pid")),
+                     str(len(data.get("job_ids", []))), f"{held:.3f}", f"{busy:.3f}" + (f" ({100 * busy / held:.0f} %)"
+                                                                                    if held else ""),
+                     str(data.get("jobs_summary", "-"))))
+    if not rows:
+        click.echo("no running clusters of yours (jobqueue list reads ~/.jobqueue/journals)")
+        return
+    head = ("cluster", "system", "pid", "live jobs", "core-h held", "core-h busy", "jobs")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 @main.command()
 def tls() -> None:
     """Make your TLS credentials (once) and write them to your dask config, so that dask

@@ -70,6 +70,11 @@ class ClusterReports:
                           threads=spec.cores * spec.job_nodes, walltime=spec.walltime, job_of=self._job_of)
         return Usage({pool.pool: pool})
 
+    def journal_info(self) -> dict:
+        """What `jobqueue list` shows of this cluster (kept in its job journal)."""
+        return {"cluster": type(self).__name__, "name": str(self.name), "scheduler": self._scheduler_address(),
+                "jobs_summary": self._state_words(), "usage": self.usage().to_dict(), "info_time": time.time()}
+
     def _report_usage(self) -> None:
         """The line at close: what the jobs held and how busy the workers were."""
         if not dask.config.get("jobqueue.usage-report", True):

@@ -147,7 +147,10 @@ class SubmissionQueue:
         for job in jobs:
             job.waiting_since = getattr(job, "waiting_since", None) or now
         new = [job for job in jobs if job not in self.waiting]
-        self.waiting[:0 if front else len(self.waiting)] = new
+        if front:
+            self.waiting[:0] = new
+        else:
+            self.waiting.extend(new)
 
     def withdraw(self, job: Job) -> None:
         if job in self.waiting:

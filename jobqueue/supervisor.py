@@ -46,6 +46,7 @@ class Supervisor:
         self.gave_up = False
         self.status_errors = 0
         self._task: asyncio.Future | None = None
+        self._journal_at = -1e9
 
     @classmethod
     def from_config(cls, cluster: JobQueueCluster, poll_interval=None, max_start_failures=None) -> Supervisor:
@@ -109,12 +110,22 @@ class Supervisor:
             return
         self.status_errors = 0
         self.cluster.mark_connected()
+        self._refresh_journal()
         changed = False
         for job in ended:
             changed = await self._job_ended(job) or changed
         changed = self._replace_before_walltime() or changed
         if changed and self.cluster.status == Status.running:
             await self.cluster._correct_state()
+
+    def _refresh_journal(self, every: float = 30.0) -> None:
+        """Keep what `jobqueue list` reads (job states, usage) in the journal fresh."""
+        journal = self.tracker.journal
+        if journal is None or not self.tracker.live_ids() or time.monotonic() - self._journal_at < every:
+            return
+        self._journal_at = time.monotonic()
+        journal.info = self.cluster.journal_info()
+        self.tracker._write_journal()
 
     async def submit_waiting(self) -> None:
         try:

@@ -96,6 +96,7 @@ class Journal:
         self.system = system
         self.owner_pid = owner_pid or os.getpid()
         self.owner_started = process_identity(self.owner_pid)
+        self.info: dict = {}  # what `jobqueue list` shows: the cluster's name, job states, usage
         private_dir(os.path.dirname(path))
 
     def write(self, job_ids: Sequence[str], closed: bool = False, intents: dict[str, float] | None = None) -> None:
@@ -105,7 +106,7 @@ class Journal:
         time until which it may still land; the watchdog cancels those by name."""
         by_name = {name: (self.system.cancel_name_argv(name), until) for name, until in (intents or {}).items()}
         intents = {name: [argv, until] for name, (argv, until) in by_name.items() if argv}
-        data = {"owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
+        data = {**self.info, "owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
                 "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
                 "cancel_ok": self.system.cancel_ok, "intents": intents, "closed": closed, "updated": time.time()}
         write_private(self.path, json.dumps(data))

@@ -68,6 +68,8 @@ class Usage:
     def total(self) -> PoolUsage:
         out = PoolUsage("total")
         for p in self.pools.values():
+            out.cores_per_job, out.gpus_per_job = max(out.cores_per_job, p.cores_per_job), max(out.gpus_per_job,
+                                                                                               p.gpus_per_job)
             for name in ("jobs", "core_hours_requested", "core_hours_held", "core_hours_busy",
                          "gpu_hours_requested", "gpu_hours_held", "gpu_hours_busy"):
                 setattr(out, name, getattr(out, name) + getattr(p, name))

@@ -83,3 +83,50 @@ def test_history_reads_scontrol_records_and_array_task_ranges(monkeypatch):
     assert st["42_2"].state == st["42_3"].state == JobState.PENDING and st["42_3"].reason == "JobHeldUser"
     assert st["42_1"].state == JobState.FAILED and st["42_1"].exit_code == 3
     assert "7" not in st
+
+
+def test_sacct_records_settle_jobs_the_controller_forgot():
+    """`sacct -X -n -P -o JobID,State,ExitCode,Reason` (sacct(1): --parsable2 is "|"-delimited
+    with no trailing "|"; -X one line per job; array tasks still pending together share one
+    "<id>_[a-b]" line; a cancel reads "CANCELLED by <uid>"). Real sites run slurmdbd; ci/slurm
+    does not, so this is the parsing side only."""
+    from jobqueue.systems.slurm import parse_sacct
+
+    out = ("41|COMPLETED|0:0|None\n"
+           "42_[2-3]|PENDING|0:0|JobHeldUser\n"
+           "42_1|FAILED|3:0|NonZeroExitCode\n"
+           "44|CANCELLED by 0|0:15|None\n"
+           "45|TIMEOUT|0:0|TimeLimit\n")
+    st = parse_sacct(out, ["41", "42_1", "42_2", "42_3", "44", "45", "7"])
+    assert st["41"].state == JobState.COMPLETED and st["41"].exit_code == 0
+    assert st["42_2"].state == st["42_3"].state == JobState.PENDING and st["42_3"].reason == "JobHeldUser"
+    assert st["42_1"].state == JobState.FAILED and st["42_1"].exit_code == 3
+    assert st["44"].state == JobState.CANCELLED and st["44"].exit_code == -15
+    assert st["45"].state == JobState.TIMEOUT and st["45"].reason == "TimeLimit"
+    assert "7" not in st
+
+
+def test_slurm_limit_refusals_are_told_apart():
+    """A job-count limit (QOSMaxSubmitJobPerUserLimit, or the bare policy message) holds jobs;
+    the same policy message after a wall-time or GRES limit is about the job itself and fails
+    it; "Invalid job array specification" splits the array."""
+    from jobqueue.commands import CommandError
+
+    def refusal(*lines):
+        return CommandError(["sbatch"], 1, "", "\n".join(lines))
+
+    policy = ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+              "(job submit limit, user's size and/or time limits)")
+    system = SlurmSystem()
+    assert system.submit_limited(refusal("sbatch: error: QOSMaxSubmitJobPerUserLimit", policy))
+    assert system.submit_limited(refusal("sbatch: error: AssocMaxSubmitJobLimit", policy))
+    assert system.submit_limited(refusal(policy))
+    assert not system.submit_limited(refusal("sbatch: error: QOSMaxWallDurationPerJobLimit", policy))
+    assert not system.submit_limited(refusal("sbatch: error: QOSGrpGRES", policy))
+    assert system.array_too_large(refusal("sbatch: error: Batch job submission failed: Invalid job array specification"))
+    assert not system.transient(refusal("sbatch: error: QOSMaxSubmitJobPerUserLimit", policy))
+    # rate limiting and a busy controller pass: back off and retry (not a job-count limit)
+    for text in ("sbatch: error: Batch job submission failed: Resource temporarily unavailable",
+                 "sbatch: error: Batch job submission failed: Rate limit exceeded, please retry momentarily",
+                 "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation"):
+        assert system.transient(refusal(text)) and not system.submit_limited(refusal(text)), text

@@ -110,7 +110,7 @@ class SlurmSystem(BatchSystem):
     def submit_limited(self, exc: BaseException) -> bool:
         if not super().submit_limited(exc):
             return False
-        named = re.findall(r"error: ((?:QOS|Assoc)\w*Limit)\b", getattr(exc, "stderr", "") or "")
+        named = re.findall(r"error: ((?:QOS|Assoc)\w+)\s*$", getattr(exc, "stderr", "") or "", re.M)
         return not named or any("Submit" in limit for limit in named)
 
     _config: dict[str, str] | None = None
