@@ -4,6 +4,7 @@ report (core-hours held vs. busy, jobqueue.usage). A mixin of JobQueueCluster.""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 
@@ -13,6 +14,8 @@ from distributed.core import Status
 from .dashboard import with_token
 from .reports import JobRow, JobTable, job_logs, summarize
 from .usage import Usage, pool_usage
+
+logger = logging.getLogger("jobqueue")
 
 
 class ClusterReports:
@@ -79,7 +82,11 @@ class ClusterReports:
         """The line at close: what the jobs held and how busy the workers were."""
         if not dask.config.get("jobqueue.usage-report", True):
             return
-        usage = self.usage()
+        try:
+            usage = self.usage()
+        except Exception:  # noqa: BLE001 - a report must never break a close
+            logger.debug("jobqueue: no usage report", exc_info=True)
+            return
         if usage.total.jobs:
             import sys
 
