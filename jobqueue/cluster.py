@@ -40,7 +40,6 @@ from .spec import JobSpec
 from .supervisor import Supervisor
 from .systems import REGISTRY, BatchSystem, LocalSystem, load
 from .tracker import Journal, JobTracker
-from .usage import BusyTime
 
 logger = logging.getLogger("jobqueue")
 
@@ -104,7 +103,6 @@ class JobQueueCluster(ClusterReports, SpecCluster):
             job_array=bool(cfg("job-array", True) if job_array is None else job_array), **limits,
             **site_policy(self._system, config_name))
         self.supervisor = Supervisor.from_config(self, poll_interval, max_start_failures)
-        self._busy = BusyTime()  # the workers' compute time, for usage()
         if spec.log_directory:
             files.private_dir(spec.log_directory, tighten=False)
         files.prune_old_runs()
@@ -299,7 +297,7 @@ class JobQueueCluster(ClusterReports, SpecCluster):
     async def _start(self) -> None:
         await super()._start()
         self._busy.scheduler = self.scheduler
-        self.scheduler.add_plugin(self._busy, name=BusyTime.name)
+        self.scheduler.add_plugin(self._busy, name=self._busy.name)
         self.supervisor.start()
 
     def mark_connected(self, names=None) -> None:

@@ -4,6 +4,7 @@ report (core-hours held vs. busy, jobqueue.usage). A mixin of JobQueueCluster.""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -13,7 +14,7 @@ from distributed.core import Status
 
 from .dashboard import with_token
 from .reports import JobRow, JobTable, job_logs, summarize
-from .usage import Usage, pool_usage
+from .usage import BusyTime, Usage, pool_usage
 
 logger = logging.getLogger("jobqueue")
 
@@ -62,6 +63,11 @@ class ClusterReports:
         """The dashboard's address, with the token that lets its owner in (see jobqueue.dashboard)."""
         link = super().dashboard_link
         return with_token(link, self._dashboard_token) if link and self._dashboard_token else link
+
+    @functools.cached_property
+    def _busy(self) -> BusyTime:
+        """The scheduler plugin that sums the workers' compute time (added at start)."""
+        return BusyTime()
 
     def usage(self) -> Usage:
         """Core-hours (and GPU-hours) of this cluster's jobs: requested (walltime x cores of
