@@ -149,6 +149,15 @@ class Job(ProcessInterface):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} job_id={self.job_id} status={self.status.name}>"
 
+    def __getattr__(self, attr: str) -> Any:
+        # what dask-jobqueue's Job class of this system had as attributes (LSFJob.use_stdin)
+        if attr.startswith("_") or "submissions" not in self.__dict__:
+            raise AttributeError(attr)
+        extra = type(self.submissions.system).job_attributes(self.submissions.spec)
+        if attr in extra:
+            return extra[attr]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+
 
 def standalone_queue(cls: type[Job], config_name: str | None, scheduler: str | None, *,
                      security: Any = None, protocol: str | None = None, interface: str | None = None,

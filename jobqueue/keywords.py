@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from .spec import JobSpec, check_token
+from .spec import JobSpec, check_line_value, check_token
 
 if TYPE_CHECKING:
     from .systems.base import BatchSystem
@@ -239,7 +239,7 @@ def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, inter
     def cfg(key: str) -> Any:
         return config.get(config_name, key)
 
-    spec_kwargs = resolve(system, job_kwargs, cfg)
+    spec_kwargs = system.prepare(resolve(system, job_kwargs, cfg))
     cores, memory = spec_kwargs.get("cores"), spec_kwargs.get("memory")
     if cores is None or memory is None:
         cluster = cls_name[:-3] + "Cluster" if cls_name.endswith("Job") else cls_name
@@ -255,7 +255,8 @@ def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, inter
     # system keywords JobSpec has no field for (e.g. SGE's parallel_environment)
     fields = {f.name for f in dataclasses.fields(JobSpec)}
     options = {key: spec_kwargs.pop(key) for key in [k for k in spec_kwargs if k not in fields]}
-    spec_kwargs["system_options"] = {key: check_token(key, value, '"smp"')
+    spec_kwargs["system_options"] = {key: check_line_value(key, str(value)) if key in system.line_options
+                                     else check_token(key, value, '"smp"')
                                      for key, value in options.items() if value is not None}
     return JobSpec.create(**spec_kwargs)
 

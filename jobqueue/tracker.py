@@ -205,7 +205,8 @@ class JobTracker:
     def _track(self, job_ids: Sequence[str], names: Sequence[str], log_paths: tuple[str, ...]) -> list[TrackedJob]:
         """Record newly submitted jobs (%J in log paths is each one's id), journal them,
         and start the watchdog with the first."""
-        records = [TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", job_id) for p in log_paths))
+        records = [TrackedJob(job_id, name, log_paths=tuple(p.replace("%J", self.system.log_id(job_id))
+                                                            for p in log_paths))
                    for job_id, name in zip(job_ids, names)]
         self.jobs.update((r.job_id, r) for r in records)
         self._write_journal()

@@ -20,10 +20,20 @@ PBS_EMULATOR_BIN = os.path.join(HERE, "pbs_emulator", "bin")
 SGE_BIN = "/opt/sge/bin"
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
-# every test run gets its own emulated PBS server (state, spool, job ids from 0)
+LSF_EMULATOR_BIN = os.path.join(HERE, "lsf_emulator", "bin")
+
+# every test run gets its own emulated PBS server and LSF cluster (state, spool, job ids)
 os.environ.setdefault("PBSEMU_HOME", tempfile.mkdtemp(prefix="pbsemu-"))
+os.environ.setdefault("LSFEMU_HOME", tempfile.mkdtemp(prefix="lsfemu-"))
+os.environ.setdefault("LSF_ENVDIR", os.path.join(os.environ["LSFEMU_HOME"], "conf"))
 sys.path.insert(0, os.path.join(HERE, "pbs_emulator"))
+sys.path.insert(0, os.path.join(HERE, "lsf_emulator"))
+import lsfemu  # noqa: E402
 import pbsemu  # noqa: E402
+
+# LSF's kill sequence steps 10 s apart (JOB_TERMINATE_INTERVAL, lsf-interface.md §4); shorter
+# here so that cancelled jobs end within the tests' patience. lsf.conf says MB (§1.4, §6).
+lsfemu.set_config(job_terminate_interval=2)
 
 
 def _run(argv, **kw) -> subprocess.CompletedProcess:
@@ -121,6 +131,14 @@ class PBS(Backend):
         pbsemu.lose(job_id)  # a node failure: the job and its processes vanish
 
 
+class LSF(Backend):
+    def live_ids(self):
+        return set(lsfemu.live_jobs())
+
+    def kill(self, job_id):
+        _run([os.path.join(LSF_EMULATOR_BIN, "bkill"), job_id], env=self.environ())
+
+
 class Local(Backend):
     def live_ids(self):
         return set()  # local jobs are process groups: see alive()
@@ -149,7 +167,12 @@ BACKENDS: dict[str, Backend] = {
     "pbs": PBS("pbs", "PBSCluster", path=PBS_EMULATOR_BIN, env={"PBSEMU_HOME": os.environ["PBSEMU_HOME"]},
                hold=("-h",), hold_reason="held", bad_queue="nosuch", bad_queue_message="Unknown queue",
                env_directive="-v {var}={value}"),
+    "lsf": LSF("lsf", "LSFCluster", path=LSF_EMULATOR_BIN,
+               env={"LSFEMU_HOME": os.environ["LSFEMU_HOME"], "LSF_ENVDIR": os.environ["LSF_ENVDIR"]},
+               hold=("-H",), hold_reason="The job was suspended by the user while pending",
+               bad_queue="nosuch", bad_queue_message="nosuch: No such queue. Job not submitted.",
+               env_directive='-env "all,{var}={value}"'),
     "local": Local("local", "LocalCluster"),
 }
-BATCH = ["slurm", "sge", "pbs"]
+BATCH = ["slurm", "sge", "pbs", "lsf"]
 ALL = BATCH + ["local"]

@@ -14,7 +14,7 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, pbsemu
+from backends import BACKENDS, lsfemu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
@@ -92,7 +92,8 @@ def pytest_sessionfinish(session, exitstatus):
         subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
-    if not wait_for(lambda: not pbsemu.live_jobs(), timeout=30):
-        print(f"\nERROR: the test run left jobs in the PBS emulator: {' '.join(pbsemu.live_jobs())}")
-        pbsemu.reset()
-        session.exitstatus = 1
+    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu)):
+        if not wait_for(lambda: not emulator.live_jobs(), timeout=30):
+            print(f"\nERROR: the test run left jobs in the {name} emulator: {' '.join(emulator.live_jobs())}")
+            emulator.reset()
+            session.exitstatus = 1

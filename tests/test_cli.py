@@ -32,8 +32,8 @@ def test_script_bad_value_is_a_usage_error():
 
 
 def test_script_unknown_system():
-    result = CliRunner().invoke(main, ["script", "lsf", "--cores", "1", "--memory", "1GB"])
-    assert result.exit_code == 2 and "lsf" in result.output
+    result = CliRunner().invoke(main, ["script", "loadleveler", "--cores", "1", "--memory", "1GB"])
+    assert result.exit_code == 2 and "loadleveler" in result.output
 
 
 def test_demo_on_the_local_system():

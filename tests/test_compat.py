@@ -28,7 +28,8 @@ def _listed(path: str) -> set[str]:
 def _run_suite(suite: str, tests: str, tmp_path, timeout: float) -> dict[str, str]:
     """Run one vendored suite through the shim; {test id: passed|failed|skipped|xfailed}."""
     junit = tmp_path / "junit.xml"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(COMPAT, "site"), COMPAT]),
+    paths = [os.path.join(COMPAT, "site"), COMPAT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths),
                CI_SHARED_SPACE=str(tmp_path))  # where dask-jobqueue's security test copies its PEMs
     env.pop("JOBQUEUE_TEST_REQUIRE", None)
     # the documented one step for processes that never import jobqueue (dask-mpi's tests
@@ -65,9 +66,15 @@ def test_dask_jobqueue_own_suite_passes_through_the_shim(tmp_path):
     suite = "dask-jobqueue-0.9.0"
     results = _run_suite(suite, "dask_jobqueue/tests", tmp_path, timeout=900)
     upstream = _listed(os.path.join(COMPAT, suite, "upstream-passing.txt"))
-    assert len(upstream) == 104
+    assert len(upstream) == 203
+    # tests of the systems jobqueue does not have yet are deselected by the shim: not counted
+    sys.path.insert(0, COMPAT)
+    from aliases import NOT_YET
+
+    upstream = {t for t in upstream if not any(s in t or f"test_{s.lower()}" in t for s in NOT_YET)}
     passed = _report(suite, results, upstream)
-    assert len(passed) >= 97, sorted(upstream - passed)
+    print(f"[measure] dask-jobqueue: {len(passed)} of the 203 upstream-passing tests pass through the shim")
+    assert len(passed) >= 133, sorted(upstream - passed)
     # every upstream test we do not pass is on the known-failures list, with its reason
     known = _listed(os.path.join(COMPAT, "known-failures.txt"))
     unlisted = [t for t in upstream - passed if not any(line.startswith(t + " ") for line in known)]

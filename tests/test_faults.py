@@ -139,7 +139,7 @@ time.sleep(600)
 '''
 
 
-@pytest.mark.parametrize("system", ["slurm", "sge", "local"])
+@pytest.mark.parametrize("system", ["slurm", "sge", "lsf", "local"])
 def test_owner_killed_by_a_parent_that_does_not_reap(system, backend, tmp_path):
     """Item 1: the owner is SIGKILLed and left a zombie (its parent -- this test -- does not
     wait for it): its pending jobs are cancelled all the same."""

@@ -181,34 +181,40 @@ def _sge_conf(text: str | None = None, **values) -> str:
     return before
 
 
-@pytest.mark.parametrize("system", ["sge", "pbs"])
-def test_grid_engine_and_pbs_limits(system, backend):
+@pytest.mark.parametrize("system", ["sge", "pbs", "lsf"])
+def test_grid_engine_pbs_and_lsf_limits(system, backend):
     """Grid Engine: max_aj_tasks 4 is read from qconf (arrays of at most 4 go in), max_u_jobs 2
     refuses the third array ("only 2 jobs are allowed per user"): 8 run, 2 wait "(job submit
     limit)"; lifted, all 10 run. PBS emulator: max_array_size 3 (read from qstat -B -f) and 5
-    queued per user ("would exceed complex's per-user limit of jobs in 'Q' state")."""
-    import pbsemu
+    queued per user ("would exceed complex's per-user limit of jobs in 'Q' state"). LSF
+    emulator: MAX_JOB_ARRAY_SIZE 3, which LSF does not tell: learned from bsub's refusal
+    ("Job array index too large", lsf-interface.md §1.5, §2)."""
+    from backends import lsfemu, pbsemu
 
     if system == "sge":
         original = []
         set_limits = lambda: original.append(_sge_conf(max_aj_tasks=4, max_u_jobs=2))  # noqa: E731
         lift = lambda: original and _sge_conf(original[0])  # noqa: E731
         n, running = 10, 8
-    else:
+    elif system == "pbs":
         set_limits = lambda: pbsemu.set_config(max_array_size=3, max_queued_per_user=5)  # noqa: E731
         lift = lambda: pbsemu.set_config(max_array_size=10000, max_queued_per_user=None)  # noqa: E731
         n, running = 7, 5
+    else:
+        set_limits = lambda: lsfemu.set_config(max_job_array_size=3)  # noqa: E731
+        lift = lambda: lsfemu.set_config(max_job_array_size=1000)  # noqa: E731
+        n, running = 7, 7
     set_limits()
     try:
         with dask.config.set({"jobqueue.submit-limit-retry": "5s"}):
             with backend.cls(cores=1, memory="100MB", processes=1) as cluster:
                 cluster.scale(jobs=n)
                 cluster.wait_for_workers(running, timeout=180)
-                expected = f"{running} running, {n - running} waiting (job submit limit)"
+                expected = (f"{running} running, {n - running} waiting (job submit limit)" if n > running
+                            else f"{running} running")
                 assert wait_for(lambda: expected in repr(cluster), 60), repr(cluster)
                 assert cluster.failures == []
-                limit = {"sge": 4, "pbs": 3}[system]
-                assert cluster._submissions.array_limit == limit
+                assert cluster._submissions.array_limit == {"sge": 4, "pbs": 3, "lsf": 2}[system]
                 lift()
                 cluster.wait_for_workers(n, timeout=180)
                 assert len(cluster.tracker.jobs) == n and cluster.failures == []

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {  # system name -> "module:class"
     "slurm": "slurm:SlurmSystem",
     "sge": "sge:SGESystem",
     "pbs": "pbs:PBSSystem",
+    "lsf": "lsf:LSFSystem",
     "local": "local:LocalSystem",
 }
 

@@ -106,6 +106,26 @@ class BatchSystem:
     # for all clusters of this process together (jobqueue.<system>.min-poll-interval)
     min_query_interval: float = 0.0
 
+    # --- keywords ----------------------------------------------------------------
+    @classmethod
+    def prepare(cls, values: dict) -> dict:
+        """The resolved keyword values (keyword, config or default) before they are validated
+        into a JobSpec: a system that reads a value its own way (LSF's walltime is
+        [hour:]minute) adjusts it here; keys JobSpec has no field for go to system_options."""
+        return values
+
+    # system_options that may hold spaces (the system quotes or checks them itself)
+    line_options: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def job_attributes(spec: JobSpec) -> dict:
+        """Attributes dask-jobqueue's Job class of this system had (e.g. LSFJob.use_stdin)."""
+        return {}
+
+    def log_id(self, job_id: str) -> str:
+        """How a job id reads in its log file names (where %J is replaced by it)."""
+        return job_id
+
     # --- script side -------------------------------------------------------------
     def directives(self, spec: JobSpec) -> list[Directive]:
         """The directives our defaults produce for ``spec`` (before skips and extras)."""
