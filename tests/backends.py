@@ -167,6 +167,9 @@ BACKENDS: dict[str, Backend] = {
     "pbs": PBS("pbs", "PBSCluster", path=PBS_EMULATOR_BIN, env={"PBSEMU_HOME": os.environ["PBSEMU_HOME"]},
                hold=("-h",), hold_reason="held", bad_queue="nosuch", bad_queue_message="Unknown queue",
                env_directive="-v {var}={value}"),
+    "moab": PBS("moab", "MoabCluster", path=PBS_EMULATOR_BIN, env={"PBSEMU_HOME": os.environ["PBSEMU_HOME"]},
+                 hold=("-h",), hold_reason="held", bad_queue="nosuch", bad_queue_message="Unknown queue",
+                 env_directive="-v {var}={value}"),
     "lsf": LSF("lsf", "LSFCluster", path=LSF_EMULATOR_BIN,
                env={"LSFEMU_HOME": os.environ["LSFEMU_HOME"], "LSF_ENVDIR": os.environ["LSF_ENVDIR"]},
                hold=("-H",), hold_reason="The job was suspended by the user while pending",
@@ -174,5 +177,5 @@ BACKENDS: dict[str, Backend] = {
                env_directive='-env "all,{var}={value}"'),
     "local": Local("local", "LocalCluster"),
 }
-BATCH = ["slurm", "sge", "pbs", "lsf"]
+BATCH = ["slurm", "sge", "pbs", "moab", "lsf"]
 ALL = BATCH + ["local"]

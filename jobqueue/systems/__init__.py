@@ -4,8 +4,9 @@ A system is its module here (a BatchSystem subclass declaring its names, keyword
 directives and commands), its template in jobqueue/templates, and one line below. The
 cluster classes (jobqueue.SLURMCluster, ...), the `jobqueue script` / `jobqueue demo`
 choices and the lazy public names are derived from this list. Its order is the
-detection order of `jobqueue demo`: sbatch, then qsub with qconf (Grid Engine), then any
-other qsub (PBS); the local system comes last and is always available.
+detection order of `jobqueue demo`: sbatch, then qsub with qconf (Grid Engine), then msub
+(Moab, which sits on a PBS), then any other qsub (PBS), then bsub (LSF); the local system
+comes last and is always available.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .base import BatchSystem, Directive, JobState, JobStatus
 REGISTRY: dict[str, str] = {  # system name -> "module:class"
     "slurm": "slurm:SlurmSystem",
     "sge": "sge:SGESystem",
+    "moab": "moab:MoabSystem",
     "pbs": "pbs:PBSSystem",
     "lsf": "lsf:LSFSystem",
     "local": "local:LocalSystem",

@@ -2,7 +2,7 @@
 own test suites against jobqueue (``-p shim``, with tests/compat on PYTHONPATH; see
 README.md). The import aliases are in aliases.py.
 
-Names jobqueue does not have yet (the HTCondor, OAR and Moab classes, issue 16) are
+Names jobqueue does not have yet (the HTCondor and OAR classes, issue 16) are
 stand-ins, so upstream modules that import them still load; their tests are deselected
 and not counted. Upstream tests listed in known-failures.txt are marked xfail(strict): a
 listed test that starts passing fails the run until the list is updated.
