@@ -21,14 +21,18 @@ SGE_BIN = "/opt/sge/bin"
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 LSF_EMULATOR_BIN = os.path.join(HERE, "lsf_emulator", "bin")
+OAR_EMULATOR_BIN = os.path.join(HERE, "oar_emulator", "bin")
 
 # every test run gets its own emulated PBS server and LSF cluster (state, spool, job ids)
 os.environ.setdefault("PBSEMU_HOME", tempfile.mkdtemp(prefix="pbsemu-"))
 os.environ.setdefault("LSFEMU_HOME", tempfile.mkdtemp(prefix="lsfemu-"))
 os.environ.setdefault("LSF_ENVDIR", os.path.join(os.environ["LSFEMU_HOME"], "conf"))
+os.environ.setdefault("OAREMU_HOME", tempfile.mkdtemp(prefix="oaremu-"))
 sys.path.insert(0, os.path.join(HERE, "pbs_emulator"))
 sys.path.insert(0, os.path.join(HERE, "lsf_emulator"))
+sys.path.insert(0, os.path.join(HERE, "oar_emulator"))
 import lsfemu  # noqa: E402
+import oaremu  # noqa: E402
 import pbsemu  # noqa: E402
 
 # LSF's kill sequence steps 10 s apart (JOB_TERMINATE_INTERVAL, lsf-interface.md §4); shorter
@@ -51,6 +55,7 @@ class Backend:
     bad_queue: str | None = None      # a queue name the system rejects at submission
     bad_queue_message: str = ""       # ... and a piece of its own error message
     env_directive: str | None = None  # directive exporting {var}={value} into the job
+    env_var: str | None = None        # ... or the variable a directive sets (OAR: --project -> OAR_PROJECT_NAME)
 
     @property
     def cls(self):
@@ -139,6 +144,14 @@ class LSF(Backend):
         _run([os.path.join(LSF_EMULATOR_BIN, "bkill"), job_id], env=self.environ())
 
 
+class OAR(Backend):
+    def live_ids(self):
+        return set(oaremu.live_jobs())
+
+    def kill(self, job_id):
+        _run([os.path.join(OAR_EMULATOR_BIN, "oardel"), job_id], env=self.environ())
+
+
 class Local(Backend):
     def live_ids(self):
         return set()  # local jobs are process groups: see alive()
@@ -175,7 +188,11 @@ BACKENDS: dict[str, Backend] = {
                hold=("-H",), hold_reason="The job was suspended by the user while pending",
                bad_queue="nosuch", bad_queue_message="nosuch: No such queue. Job not submitted.",
                env_directive='-env "all,{var}={value}"'),
+    "oar": OAR("oar", "OARCluster", path=OAR_EMULATOR_BIN, env={"OAREMU_HOME": os.environ["OAREMU_HOME"]},
+               hold=("--hold",), hold_reason="held", bad_queue="nosuch",
+               bad_queue_message="# Error: queue 'nosuch' does not exist", env_directive="--project {value}",
+               env_var="OAR_PROJECT_NAME"),
     "local": Local("local", "LocalCluster"),
 }
-BATCH = ["slurm", "sge", "pbs", "moab", "lsf"]
+BATCH = ["slurm", "sge", "pbs", "moab", "lsf", "oar"]
 ALL = BATCH + ["local"]

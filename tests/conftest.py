@@ -14,7 +14,7 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, lsfemu, pbsemu
+from backends import BACKENDS, lsfemu, oaremu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
@@ -67,8 +67,9 @@ def backend(request, monkeypatch):
 @pytest.fixture(autouse=True)
 def _quiet_dashboard():
     # A random dashboard port so parallel clusters never fight over 8787.
-    with dask.config.set({f"jobqueue.{name}.scheduler-options": {"dashboard_address": ":0"}
-                          for name in BACKENDS}):
+    # OAR: the emulated host's memory-per-core property, as a site's jobqueue.yaml would name it
+    with dask.config.set({**{f"jobqueue.{name}.scheduler-options": {"dashboard_address": ":0"} for name in BACKENDS},
+                          "jobqueue.oar.memory-per-core-property-name": "memcore"}):
         yield
 
 
@@ -92,7 +93,7 @@ def pytest_sessionfinish(session, exitstatus):
         subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
-    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu)):
+    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu)):
         if not wait_for(lambda: not emulator.live_jobs(), timeout=30):
             print(f"\nERROR: the test run left jobs in the {name} emulator: {' '.join(emulator.live_jobs())}")
             emulator.reset()

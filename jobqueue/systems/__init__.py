@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {  # system name -> "module:class"
     "moab": "moab:MoabSystem",
     "pbs": "pbs:PBSSystem",
     "lsf": "lsf:LSFSystem",
+    "oar": "oar:OARSystem",
     "local": "local:LocalSystem",
 }
 
