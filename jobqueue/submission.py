@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -248,7 +249,7 @@ class SubmissionQueue:
         self.site_cap = live
         self.limit_delay = min(max(2 * self.limit_delay, 5.0), max(self.limit_retry, 5.0))
         self.probe_at = time.monotonic() + self.limit_delay
-        self.limit_error = _last_line(exc)
+        self.limit_error = _last_line(exc, self.system.submit_limit_errors)
         self._hold(jobs, front=True)
         log = logger.debug if self._limit_told else logger.warning
         self._limit_told = True
@@ -316,8 +317,11 @@ def site_policy(system: BatchSystem, config_name: str) -> dict[str, Any]:
             "limit_retry": float(parse_timedelta(dask.config.get("jobqueue.submit-limit-retry", "60s")))}
 
 
-def _last_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[-1][:200] if lines else type(exc).__name__
+def _last_line(exc: BaseException, pattern: str | None = None) -> str:
+    """The line of an error that says why: the last one matching ``pattern``, else the last
+    (Grid Engine ends its refusals with "Exiting.")."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    chosen = [line for line in lines if pattern and re.search(pattern, line, re.I)] or lines
+    return chosen[-1][:200] if chosen else type(exc).__name__
 
 

@@ -29,6 +29,7 @@ def _run_across_walltimes(cluster, client, n_tasks: int, task_seconds: float):
 
 
 @pytest.mark.usefixtures("slurm")
+@pytest.mark.timeout(600)  # the computation itself needs 4-6 minutes: past the suite's 300 s default
 def test_computation_across_three_walltimes_on_slurm():
     """walltime 00:02:00 (Slurm counts minutes); the computation needs about 6 minutes."""
     t0 = time.monotonic()
