@@ -86,8 +86,15 @@ class Job(ProcessInterface):
         """The directive lines of this job's script."""
         return "\n".join(self.submissions.system.header(self.submissions.spec))
 
-    submit_command = property(lambda self: self.submissions.system.submit_command)
-    cancel_command = property(lambda self: self.submissions.system.cancel_command)
+    @property
+    def submit_command(self) -> str:
+        system = self.submissions.system
+        return type(system).job_attributes(self.submissions.spec).get("submit_command", system.submit_command)
+
+    @property
+    def cancel_command(self) -> str:
+        system = self.submissions.system
+        return type(system).job_attributes(self.submissions.spec).get("cancel_command", system.cancel_command)
 
     def job_script(self) -> str:
         return self.submissions.render(self.scheduler_address, self._worker_name)

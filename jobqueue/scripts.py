@@ -213,6 +213,7 @@ def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[s
         "spec": spec,
         "system": system.name,
     }
+    context = system.script_context(context)
     try:
         if template == "mpi.sh.j2":
             return _environment(None).get_template(template).render(context)

@@ -76,6 +76,7 @@ class SubmissionQueue:
         self.limit_delay = 0.0
         self.probe_at = 0.0  # monotonic time from which one job may try beyond site_cap
         self._limit_told = False
+        system.configure(spec)
         self.render()  # a template or value error fails now, not once per job
 
     def render(self, scheduler_address: str | None = None, worker_name: str = "dummy-name",

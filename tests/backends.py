@@ -22,15 +22,19 @@ SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 
 LSF_EMULATOR_BIN = os.path.join(HERE, "lsf_emulator", "bin")
 OAR_EMULATOR_BIN = os.path.join(HERE, "oar_emulator", "bin")
+HTCONDOR_EMULATOR_BIN = os.path.join(HERE, "htcondor_emulator", "bin")
 
 # every test run gets its own emulated PBS server and LSF cluster (state, spool, job ids)
 os.environ.setdefault("PBSEMU_HOME", tempfile.mkdtemp(prefix="pbsemu-"))
 os.environ.setdefault("LSFEMU_HOME", tempfile.mkdtemp(prefix="lsfemu-"))
 os.environ.setdefault("LSF_ENVDIR", os.path.join(os.environ["LSFEMU_HOME"], "conf"))
 os.environ.setdefault("OAREMU_HOME", tempfile.mkdtemp(prefix="oaremu-"))
+os.environ.setdefault("HTCEMU_HOME", tempfile.mkdtemp(prefix="htcemu-"))
 sys.path.insert(0, os.path.join(HERE, "pbs_emulator"))
 sys.path.insert(0, os.path.join(HERE, "lsf_emulator"))
 sys.path.insert(0, os.path.join(HERE, "oar_emulator"))
+sys.path.insert(0, os.path.join(HERE, "htcondor_emulator"))
+import htcemu  # noqa: E402
 import lsfemu  # noqa: E402
 import oaremu  # noqa: E402
 import pbsemu  # noqa: E402
@@ -56,6 +60,7 @@ class Backend:
     bad_queue_message: str = ""       # ... and a piece of its own error message
     env_directive: str | None = None  # directive exporting {var}={value} into the job
     env_var: str | None = None        # ... or the variable a directive sets (OAR: --project -> OAR_PROJECT_NAME)
+    bad_kwargs: dict | None = None    # keywords the system refuses at submission (default: queue=bad_queue)
 
     @property
     def cls(self):
@@ -152,6 +157,14 @@ class OAR(Backend):
         _run([os.path.join(OAR_EMULATOR_BIN, "oardel"), job_id], env=self.environ())
 
 
+class HTCondor(Backend):
+    def live_ids(self):
+        return set(htcemu.live_jobs())
+
+    def kill(self, job_id):
+        _run([os.path.join(HTCONDOR_EMULATOR_BIN, "condor_rm"), job_id], env=self.environ())
+
+
 class Local(Backend):
     def live_ids(self):
         return set()  # local jobs are process groups: see alive()
@@ -192,7 +205,12 @@ BACKENDS: dict[str, Backend] = {
                hold=("--hold",), hold_reason="held", bad_queue="nosuch",
                bad_queue_message="# Error: queue 'nosuch' does not exist", env_directive="--project {value}",
                env_var="OAR_PROJECT_NAME"),
+    "htcondor": HTCondor("htcondor", "HTCondorCluster", path=HTCONDOR_EMULATOR_BIN,
+                         env={"HTCEMU_HOME": os.environ["HTCEMU_HOME"]}, hold=("hold = True",), hold_reason="held",
+                         bad_kwargs={"job_extra_directives": {"+Broken": "("}},
+                         bad_queue_message="ERROR: Parse error in expression",
+                         env_directive='environment = "{var}={value}"'),
     "local": Local("local", "LocalCluster"),
 }
-BATCH = ["slurm", "sge", "pbs", "moab", "lsf", "oar"]
+BATCH = ["slurm", "sge", "pbs", "moab", "lsf", "oar", "htcondor"]
 ALL = BATCH + ["local"]

@@ -14,7 +14,7 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, lsfemu, oaremu, pbsemu
+from backends import BACKENDS, htcemu, lsfemu, oaremu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
@@ -69,7 +69,8 @@ def _quiet_dashboard():
     # A random dashboard port so parallel clusters never fight over 8787.
     # OAR: the emulated host's memory-per-core property, as a site's jobqueue.yaml would name it
     with dask.config.set({**{f"jobqueue.{name}.scheduler-options": {"dashboard_address": ":0"} for name in BACKENDS},
-                          "jobqueue.oar.memory-per-core-property-name": "memcore"}):
+                          "jobqueue.oar.memory-per-core-property-name": "memcore",
+                          "jobqueue.htcondor.disk": "1GB"}):  # HTCondor needs a disk request
         yield
 
 
@@ -93,7 +94,7 @@ def pytest_sessionfinish(session, exitstatus):
         subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
-    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu)):
+    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu), ("HTCondor", htcemu)):
         if not wait_for(lambda: not emulator.live_jobs(), timeout=30):
             print(f"\nERROR: the test run left jobs in the {name} emulator: {' '.join(emulator.live_jobs())}")
             emulator.reset()

@@ -52,7 +52,7 @@ def test_adapt_up_under_load_and_down_when_idle(system, backend):
 @pytest.mark.parametrize("system", BATCH)
 def test_submission_error_reaches_the_user_with_the_systems_message(system, backend):
     t0 = time.monotonic()
-    with backend.cls(cores=1, memory="1GB", queue=backend.bad_queue) as cluster:
+    with backend.cls(cores=1, memory="1GB", **(backend.bad_kwargs or {"queue": backend.bad_queue})) as cluster:
         cluster.scale(jobs=2)
         with Client(cluster) as client:
             with pytest.raises(JobSubmissionError) as err:

@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {  # system name -> "module:class"
     "pbs": "pbs:PBSSystem",
     "lsf": "lsf:LSFSystem",
     "oar": "oar:OARSystem",
+    "htcondor": "htcondor:HTCondorSystem",
     "local": "local:LocalSystem",
 }
 

@@ -122,6 +122,13 @@ class BatchSystem:
         """Attributes dask-jobqueue's Job class of this system had (e.g. LSFJob.use_stdin)."""
         return {}
 
+    def configure(self, spec: JobSpec) -> None:
+        """Take what the commands need from the cluster's spec (called once, before any job)."""
+
+    def script_context(self, context: dict) -> dict:
+        """The values the job-script template renders with (a system may add its own)."""
+        return context
+
     def log_id(self, job_id: str) -> str:
         """How a job id reads in its log file names (where %J is replaced by it)."""
         return job_id

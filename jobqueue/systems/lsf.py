@@ -129,9 +129,11 @@ class LSFSystem(BatchSystem):
         return {"use_stdin": None if raw is None else raw == "True"}
 
     # --- script side -----------------------------------------------------------------
+    def configure(self, spec: JobSpec) -> None:
+        self.stdin = spec.system_options.get("use_stdin") != "False"
+
     def directives(self, spec: JobSpec) -> list[Directive]:
         opts = spec.system_options
-        self.stdin = opts.get("use_stdin") != "False"
         d: list[Directive] = []
         if spec.job_name is not None:
             d.append(Directive("-J", spec.job_name))

@@ -2,9 +2,9 @@
 own test suites against jobqueue (``-p shim``, with tests/compat on PYTHONPATH; see
 README.md). The import aliases are in aliases.py.
 
-Names jobqueue does not have yet (the HTCondor classes, issue 16) are
-stand-ins, so upstream modules that import them still load; their tests are deselected
-and not counted. Upstream tests listed in known-failures.txt are marked xfail(strict): a
+Names of systems jobqueue does not have (aliases.NOT_YET, empty since issue 16) would be
+stand-ins, so upstream modules that import them still load; their tests deselected and
+not counted. Upstream tests listed in known-failures.txt are marked xfail(strict): a
 listed test that starts passing fails the run until the list is updated.
 """
 
@@ -36,7 +36,7 @@ def known_failures() -> dict[str, str]:
 def pytest_ignore_collect(collection_path, config):
     name = collection_path.name
     if name.startswith("test_") and any(s.lower() in name for s in NOT_YET):
-        return True  # test_htcondor.py: a system of issue 16
+        return True  # a test module of a system jobqueue does not have
     if any(str(collection_path).endswith(test) for test in known_failures() if test.endswith(".py")):
         return True  # a whole module on the list: not even collected
     return None
