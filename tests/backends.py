@@ -23,6 +23,7 @@ SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 LSF_EMULATOR_BIN = os.path.join(HERE, "lsf_emulator", "bin")
 OAR_EMULATOR_BIN = os.path.join(HERE, "oar_emulator", "bin")
 HTCONDOR_EMULATOR_BIN = os.path.join(HERE, "htcondor_emulator", "bin")
+FLUX_EMULATOR_BIN = os.path.join(HERE, "flux_emulator", "bin")
 
 # every test run gets its own emulated PBS server and LSF cluster (state, spool, job ids)
 os.environ.setdefault("PBSEMU_HOME", tempfile.mkdtemp(prefix="pbsemu-"))
@@ -30,10 +31,13 @@ os.environ.setdefault("LSFEMU_HOME", tempfile.mkdtemp(prefix="lsfemu-"))
 os.environ.setdefault("LSF_ENVDIR", os.path.join(os.environ["LSFEMU_HOME"], "conf"))
 os.environ.setdefault("OAREMU_HOME", tempfile.mkdtemp(prefix="oaremu-"))
 os.environ.setdefault("HTCEMU_HOME", tempfile.mkdtemp(prefix="htcemu-"))
+os.environ.setdefault("FLUXEMU_HOME", tempfile.mkdtemp(prefix="fluxemu-"))
 sys.path.insert(0, os.path.join(HERE, "pbs_emulator"))
 sys.path.insert(0, os.path.join(HERE, "lsf_emulator"))
 sys.path.insert(0, os.path.join(HERE, "oar_emulator"))
 sys.path.insert(0, os.path.join(HERE, "htcondor_emulator"))
+sys.path.insert(0, os.path.join(HERE, "flux_emulator"))
+import fluxemu  # noqa: E402
 import htcemu  # noqa: E402
 import lsfemu  # noqa: E402
 import oaremu  # noqa: E402
@@ -165,6 +169,14 @@ class HTCondor(Backend):
         _run([os.path.join(HTCONDOR_EMULATOR_BIN, "condor_rm"), job_id], env=self.environ())
 
 
+class Flux(Backend):
+    def live_ids(self):
+        return set(fluxemu.live_jobs())
+
+    def kill(self, job_id):
+        _run([os.path.join(FLUX_EMULATOR_BIN, "flux"), "cancel", job_id], env=self.environ())
+
+
 class Local(Backend):
     def live_ids(self):
         return set()  # local jobs are process groups: see alive()
@@ -201,16 +213,23 @@ BACKENDS: dict[str, Backend] = {
                hold=("-H",), hold_reason="The job was suspended by the user while pending",
                bad_queue="nosuch", bad_queue_message="nosuch: No such queue. Job not submitted.",
                env_directive='-env "all,{var}={value}"'),
-    "oar": OAR("oar", "OARCluster", path=OAR_EMULATOR_BIN, env={"OAREMU_HOME": os.environ["OAREMU_HOME"]},
+    "oar": OAR("oar", "OARCluster", path=OAR_EMULATOR_BIN, env={"OAREMU_HOME": os.environ["OAREMU_HOME"],
+                                                                "DASK_JOBQUEUE__OAR__MEMORY_PER_CORE_PROPERTY_NAME": "memcore"},
                hold=("--hold",), hold_reason="held", bad_queue="nosuch",
                bad_queue_message="# Error: queue 'nosuch' does not exist", env_directive="--project {value}",
                env_var="OAR_PROJECT_NAME"),
     "htcondor": HTCondor("htcondor", "HTCondorCluster", path=HTCONDOR_EMULATOR_BIN,
-                         env={"HTCEMU_HOME": os.environ["HTCEMU_HOME"]}, hold=("hold = True",), hold_reason="held",
+                         env={"HTCEMU_HOME": os.environ["HTCEMU_HOME"],
+                              "DASK_JOBQUEUE__HTCONDOR__DISK": "1GB"},  # for processes the tests start
+                         hold=("hold = True",), hold_reason="held",
                          bad_kwargs={"job_extra_directives": {"+Broken": "("}},
                          bad_queue_message="ERROR: Parse error in expression",
                          env_directive='environment = "{var}={value}"'),
+    "flux": Flux("flux", "FluxCluster", path=FLUX_EMULATOR_BIN, env={"FLUXEMU_HOME": os.environ["FLUXEMU_HOME"]},
+                 hold=("--urgency=hold",), hold_reason="held", bad_kwargs={"job_extra_directives": ["-t 00:30:00"]},
+                 bad_queue_message="flux-batch: ERROR: invalid Flux standard duration",
+                 env_directive="--env={var}={value}"),
     "local": Local("local", "LocalCluster"),
 }
-BATCH = ["slurm", "sge", "pbs", "moab", "lsf", "oar", "htcondor"]
+BATCH = ["slurm", "sge", "pbs", "moab", "lsf", "oar", "htcondor", "flux"]
 ALL = BATCH + ["local"]

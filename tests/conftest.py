@@ -14,7 +14,7 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, htcemu, lsfemu, oaremu, pbsemu
+from backends import BACKENDS, fluxemu, htcemu, lsfemu, oaremu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
@@ -94,7 +94,7 @@ def pytest_sessionfinish(session, exitstatus):
         subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
-    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu), ("HTCondor", htcemu)):
+    for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu), ("HTCondor", htcemu), ("Flux", fluxemu)):
         if not wait_for(lambda: not emulator.live_jobs(), timeout=30):
             print(f"\nERROR: the test run left jobs in the {name} emulator: {' '.join(emulator.live_jobs())}")
             emulator.reset()

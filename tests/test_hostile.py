@@ -19,16 +19,18 @@ from hypothesis import strategies as st
 
 from jobqueue.scripts import render
 from jobqueue.spec import JobSpec
-from jobqueue.systems import LocalSystem, LSFSystem, PBSSystem, SGESystem, SlurmSystem
+from jobqueue.systems import FluxSystem, LocalSystem, LSFSystem, OARSystem, PBSSystem, SGESystem, SlurmSystem
 
 MARKER = os.path.join(tempfile.gettempdir(), f"jobqueue-pwned-{os.getpid()}")
 PAYLOADS = ["$(touch {m})", "`touch {m}`", ";touch {m}", "\ntouch {m}", "\r\ntouch {m}", "' ; touch {m} ; '",
             '" ; touch {m} ; "', "\\$(touch {m})", "${{IFS}}touch${{IFS}}{m}", "|touch {m}", "&&touch {m}",
             "\n#SBATCH --wrap=touch {m}", "\n#$ -b y touch {m}", "\n#PBS -N x", "$({m})", "#\ntouch {m}"]
 NOISE = st.text(alphabet=st.sampled_from(list("abcXYZ019 -_./:=,@%+~$`'\"\\;|&(){}<>*?!#\t")), max_size=12)
-SYSTEMS = {"slurm": SlurmSystem, "sge": SGESystem, "pbs": PBSSystem, "lsf": LSFSystem, "local": LocalSystem}
+SYSTEMS = {"slurm": SlurmSystem, "sge": SGESystem, "pbs": PBSSystem, "lsf": LSFSystem, "oar": OARSystem,
+           "flux": FluxSystem, "local": LocalSystem}
 SYSTEM_FIELDS = {"slurm": ["account", "queue", "job_mem"], "sge": ["project", "queue", "resource_spec"],
-                 "pbs": ["account", "queue", "resource_spec"], "lsf": ["project", "queue"], "local": []}
+                 "pbs": ["account", "queue", "resource_spec"], "lsf": ["project", "queue"], "oar": ["project", "queue", "resource_spec"],
+                 "flux": ["account", "queue"], "local": []}
 COMMON_FIELDS = ["job_name", "log_directory", "local_directory", "interface", "worker_extra_args",
                  "job_extra_directives", "job_directives_skip", "scheduler_address", "worker_name", "python",
                  "worker_command"]

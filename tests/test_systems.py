@@ -159,7 +159,8 @@ def test_invalid_limits_are_rejected_before_anything_starts():
         LocalCluster(cores=1, memory="1GB", max_pending_jobs="many")
 
 
-@pytest.mark.parametrize("system", [s for s in BATCH if s != "moab"])  # Moab: one msub per job (see moab.py)
+# Moab (msub) and Flux (flux batch) have no arrays of this kind: one submission per job
+@pytest.mark.parametrize("system", [s for s in BATCH if s not in ("moab", "flux")])
 def test_jobs_asked_for_together_go_as_one_array(system, backend):
     with backend.cls(cores=1, memory="1GB", processes=1) as cluster:
         cluster.scale(jobs=4)

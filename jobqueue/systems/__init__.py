@@ -23,6 +23,7 @@ REGISTRY: dict[str, str] = {  # system name -> "module:class"
     "lsf": "lsf:LSFSystem",
     "oar": "oar:OARSystem",
     "htcondor": "htcondor:HTCondorSystem",
+    "flux": "flux:FluxSystem",
     "local": "local:LocalSystem",
 }
 

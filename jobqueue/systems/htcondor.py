@@ -4,8 +4,9 @@ dask-jobqueue 0.9.0's submit description.
 The job "script" is a submit description, not a shell script (docs/htcondor.md):
 `key = value` commands (dask-jobqueue's: MY.DaskWorkerName, batch_name, RequestCpus /
 RequestMemory / RequestDisk as expressions of MY.DaskWorkerCores / Memory / Disk, MY.JobId,
-the log files), then `Executable = /bin/sh` with the whole job as one `-c` argument in
-HTCondor's new quoting, then `Queue [N]` (N procs of one cluster: the array). The shell
+the log files), then `Executable = /bin/bash` (dask-jobqueue: /bin/sh, which is dash on Debian
+and refuses the `source` of many prologues; `transfer_executable = False`: the node's own
+bash) with the whole job as one `-c` argument in HTCondor's new quoting, then `Queue [N]` (N procs of one cluster: the array). The shell
 body is jobqueue's job script written as one line (no `$(`: that is a submit macro).
 HTCondor has no walltime: a walltime becomes `allowed_job_duration` (the job is held when
 it runs longer; jobqueue removes held jobs). Jobs leave `condor_q` when they end; their end
@@ -143,7 +144,7 @@ class HTCondorSystem(BatchSystem):
         return f"{spec.log_directory}/worker-%J.out", f"{spec.log_directory}/worker-%J.err"
 
     def script_context(self, context: dict[str, Any]) -> dict[str, Any]:
-        """The job as one `/bin/sh -c` argument: jobqueue's job script as one line."""
+        """The job as one `bash -c` argument: jobqueue's job script as one line."""
         spec: JobSpec = context["spec"]
         statements = ["trap 'echo \"[jobqueue] job script exited with code $?\" >&2' EXIT"]
         if context["array_names"]:

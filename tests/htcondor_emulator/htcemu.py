@@ -34,7 +34,7 @@ DEFAULT_CONFIG: dict[str, Any] = {"cpus": 64, "negotiator_interval": 0.3, "killi
 KNOWN = {"hold", "executable", "arguments", "args", "output", "error", "log", "queue", "batch_name", "requestcpus",
          "request_cpus", "requestmemory", "request_memory", "requestdisk", "request_disk", "stream_output",
          "stream_error", "universe", "getenv", "environment", "initialdir", "allowed_job_duration",
-         "should_transfer_files", "when_to_transfer_output", "requirements", "leave_in_queue", "periodic_remove"}
+         "should_transfer_files", "when_to_transfer_output", "transfer_executable", "requirements", "leave_in_queue", "periodic_remove"}
 
 
 class Exit(Exception):
