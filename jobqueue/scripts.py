@@ -199,6 +199,7 @@ def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[s
         "shebang": spec.shebang,
         "retire_margin": margin,
         "retire_stagger": stagger,
+        "retire_signals": ",".join(system.warning_signals),
         "directives": system.array_header(spec, len(array_names)) if array_names else system.header(spec),
         "array_names": array_names or [],
         "array_index_env": system.array_index_env,

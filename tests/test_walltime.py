@@ -66,3 +66,29 @@ def test_walltime_retirement_on_the_local_system():
             assert wait_for(lambda: any(j.replaced_ahead and j.finished for j in cluster.tracker.jobs.values()),
                             30), str(cluster.jobs)
             assert cluster.failures == []
+
+
+@pytest.mark.parametrize("system", ["lsf"])
+def test_the_systems_own_warning_signal_retires_workers_with_their_data(system, backend):
+    """LSF sends SIGUSR2 at the run limit and kills ten minutes later (lsf-interface.md §5.2):
+    the worker retires on it, handing its results to the other worker, and nothing is lost."""
+    from backends import lsfemu
+
+    with backend.cls(cores=1, memory="1GB", processes=1, walltime="00:10") as cluster:
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            futures = client.map(lambda i: i * i, range(40), pure=False)
+            client.gather(futures)
+            holders = client.who_has(futures)
+            victim_worker = next(iter(next(iter(holders.values()))))
+            name = client.scheduler_info()["workers"][victim_worker]["name"]
+            victim = cluster.workers[name].record.job_id
+            with lsfemu.locked_state() as state:  # the run limit arrives now for this job
+                job = state["jobs"][victim]
+                job["runlimit"] = max(1, int(__import__("time").time() - job["start"]))
+            assert wait_for(lambda: victim_worker not in client.scheduler_info()["workers"], 60)
+            assert client.gather(futures) == [i * i for i in range(40)]  # handed over, not recomputed
+            assert _erred_tasks(client) == 0
+            assert wait_for(lambda: "Closing worker gracefully" in cluster.logs().get(victim, "")
+                            and "Reason: jobqueue-SIGUSR2" in cluster.logs().get(victim, ""), 30), cluster.logs().get(victim)

@@ -11,7 +11,9 @@ Retiring (Worker.close_gracefully) asks the scheduler to move the worker's data 
 other workers before it closes, so reaching the walltime loses no results.
 
 SIGTERM (scancel, preemption, the time limit itself) triggers the same graceful
-retirement instead of an abrupt close. Batch systems signal every process of the job:
+retirement instead of an abrupt close, and so do the signals in JOBQUEUE_RETIRE_SIGNALS
+(comma-separated names): the batch system's own warning before its limit (LSF's SIGUSR2
+at the run limit, Flux's SIGALRM at expiry). Batch systems signal every process of the job:
 the worker process retires itself; the nanny forwards the signal to its worker and
 waits for it, instead of killing it mid-retirement as dask's own handler would.
 """
@@ -64,7 +66,18 @@ def _setup_worker(worker) -> None:
     if delay is not None:
         logger.info("jobqueue: worker %s will retire in %.0f s, before the job's walltime", worker.name, delay)
         asyncio.get_running_loop().call_later(delay, retire, "walltime")
-    _install(signal.SIGTERM, lambda: retire("SIGTERM"))
+    for signum in (signal.SIGTERM, *retire_signals()):
+        _install(signum, lambda name=signal.Signals(signum).name: retire(name))
+
+
+def retire_signals() -> list[int]:
+    """The batch system's warning signals named in JOBQUEUE_RETIRE_SIGNALS (unknown names ignored)."""
+    out = []
+    for name in filter(None, os.environ.get("JOBQUEUE_RETIRE_SIGNALS", "").split(",")):
+        signum = getattr(signal, name.strip().upper(), None)
+        if isinstance(signum, signal.Signals) and signum != signal.SIGTERM:
+            out.append(signum)
+    return out
 
 
 _FORK_HANDLER_REGISTERED = False
@@ -75,6 +88,8 @@ def _default_signals_in_child() -> None:
     not the nanny's handlers (which would act on the nanny's loop, not the worker's)."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for signum in retire_signals():
+        signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -84,17 +99,18 @@ def _setup_nanny(nanny) -> None:
         os.register_at_fork(after_in_child=_default_signals_in_child)
         _FORK_HANDLER_REGISTERED = True
 
-    def forward() -> None:
+    def forward(signum: int = signal.SIGTERM) -> None:
         process = getattr(nanny, "process", None)
         pid = getattr(getattr(process, "process", None), "pid", None)
         if pid:
-            logger.info("jobqueue: SIGTERM: asking worker process %s to retire gracefully", pid)
+            logger.info("jobqueue: %s: asking worker process %s to retire gracefully", signal.Signals(signum).name, pid)
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    _install(signal.SIGTERM, forward)
+    for signum in (signal.SIGTERM, *retire_signals()):
+        _install(signum, lambda signum=signum: forward(signum))
 
 
 def dask_setup(server) -> None:

@@ -114,6 +114,8 @@ class BatchSystem:
         [hour:]minute) adjusts it here; keys JobSpec has no field for go to system_options."""
         return values
 
+    # the system's own warning before it ends a job at its limit: workers retire on it
+    warning_signals: ClassVar[tuple[str, ...]] = ()
     # system_options that may hold spaces (the system quotes or checks them itself)
     line_options: ClassVar[tuple[str, ...]] = ()
 

@@ -67,6 +67,7 @@ class FluxSystem(BatchSystem):
     status_command = "flux jobs"
     template = "flux.sh.j2"
     cancel_ok = r"unknown job id|job is inactive|^$"
+    warning_signals = ("SIGALRM",)  # Flux: at expiry, SIGKILL 5 s later
     transient_errors = BatchSystem.transient_errors + r"|Connection refused|broker"
 
     def directives(self, spec: JobSpec) -> list[Directive]:

@@ -88,6 +88,7 @@ class LSFSystem(BatchSystem):
     status_command = "bjobs"
     template = "lsf.sh.j2"
     cancel_ok = r"is being terminated|Job has already finished|No matching job found|is not found"
+    warning_signals = ("SIGUSR2",)  # LSF: at the run limit, killed ten minutes later
     transient_errors = BatchSystem.transient_errors + r"|Cannot connect to LSF|LSF is down|batch system daemon"
     array_size_errors = r"Job array index too large"
     submit_limit_errors = r"(?:user|queue|project).{0,40}job (?:slot )?limit|Pending job threshold reached"
