@@ -245,7 +245,7 @@ def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         statuses = asyncio.run(system.status(job_ids))
-        alive = [i for i, st in statuses.items() if not st.state.finished]
+        alive = [i for i, st in statuses.items() if not st.state.finished and not st.gone]  # gone: purged
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.25)

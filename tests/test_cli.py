@@ -76,3 +76,31 @@ def test_script_rejects_a_keyword_the_system_does_not_have():
 
     result = CliRunner().invoke(main, ["script", "sge", "--cores", "1", "--memory", "1GB", "--account", "x"])
     assert result.exit_code == 2 and "unexpected keyword argument 'account'" in result.output
+
+
+EMULATED = {"pbs": "qsub", "moab": "msub", "lsf": "bsub", "oar": "oarsub", "htcondor": "condor_submit", "flux": "flux"}
+
+
+@pytest.mark.parametrize("system", sorted(EMULATED))
+def test_demo_finds_and_runs_each_emulated_system(system, backend, monkeypatch, tmp_path):
+    """`jobqueue demo` picks the batch system whose command is on PATH (here only the
+    emulator's) and runs its two-job demo on it, leaving no job behind."""
+    import os
+
+    from jobqueue.systems import detect_system
+
+    path = backend.path
+    if system == "pbs":  # the emulator's bin also has Moab's msub: a PBS site without Moab has none
+        for command in ("qsub", "qstat", "qdel"):
+            os.symlink(os.path.join(backend.path, command), tmp_path / command)
+        path = str(tmp_path)
+    with monkeypatch.context() as m:
+        m.setenv("PATH", path)
+        assert detect_system() == system
+    env = {**backend.environ(), "DASK_JOBQUEUE__HTCONDOR__DISK": "1GB",
+           "DASK_JOBQUEUE__OAR__MEMORY_PER_CORE_PROPERTY_NAME": "memcore"}
+    out = subprocess.run([sys.executable, "-m", "jobqueue.cli", "demo", "--system", system], capture_output=True,
+                         text=True, timeout=240, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"on the {system} batch system" in out.stdout and "sum of squares of 0..39 computed" in out.stdout
+    assert "lists none of them as queued or running any more" in out.stdout
