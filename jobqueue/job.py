@@ -182,7 +182,9 @@ def standalone_queue(cls: type[Job], config_name: str | None, scheduler: str | N
         from .security import Credentials, resolve_security
 
         security = resolve_security(security, protocol, cls.__name__)
-        worker_args = Credentials(files.run_dir(run_id)).worker_args(security)
+        credentials = Credentials(files.run_dir(run_id))
+        worker_args = credentials.worker_args(security)
+        tracker.on_close.append(credentials.remove)  # in-memory PEMs written for this job: gone with it
     return SubmissionQueue(spec, system, tracker, worker_args=worker_args, token=run_id.rsplit("-", 1)[-1][:6],
                            **site_policy(system, config_name))
 

@@ -143,6 +143,7 @@ class JobTracker:
         self.intents: dict[str, float] = {}
         self.watchdog: subprocess.Popen | None = None
         self.commands_issued: dict[str, int] = {"submit": 0, "status": 0, "cancel": 0}
+        self.on_close: list = []  # what else goes when the tracker closes (a standalone job's credentials)
 
     def live_ids(self) -> list[str]:
         """Ids of jobs the batch system may still hold (queued, running or ending)."""
@@ -365,6 +366,8 @@ class JobTracker:
     def close(self) -> None:
         """Drop the journal (the watchdog then exits) once nothing is left to cancel; else
         mark it closed, and the watchdog keeps cancelling what is left until confirmed."""
+        while self.on_close:
+            self.on_close.pop()()
         if self.journal is None:
             return
         left = [j.job_id for j in self.jobs.values() if not j.finished and not j.cancelled_by_us]

@@ -251,3 +251,24 @@ def test_an_open_dashboard_is_an_explicit_choice():
         with cluster:
             assert "token=" not in cluster.dashboard_link
             assert _peek(cluster.dashboard_link.replace("/status", "/json/identity.json"))[0] == 200
+
+
+def test_a_job_built_alone_removes_the_credentials_it_wrote():
+    """A Job built alone (dask-jobqueue's way) with in-memory TLS credentials writes them to
+    owner-only files for its workers; closing the job removes them (no key left on disk)."""
+    import asyncio
+    import glob
+
+    from distributed.security import Security
+
+    from jobqueue import LocalJob
+
+    security = Security.temporary()
+    job = LocalJob(scheduler="tls://127.0.0.1:8786", name="alone-0", cores=1, memory="1GB", security=security)
+    script = job.job_script()
+    words = script.split()
+    keys = [words[i + 1] for i, w in enumerate(words) if w in ("--tls-ca-file", "--tls-cert", "--tls-key")]
+    assert keys and all(os.path.exists(k) for k in keys), script
+    assert all(oct(os.stat(k).st_mode & 0o777) == "0o600" for k in keys)
+    asyncio.run(job.close())
+    assert not [k for k in keys if os.path.exists(k)], glob.glob(os.path.dirname(keys[0]) + "/*")
