@@ -75,6 +75,7 @@ class FluxSystem(BatchSystem):
         if spec.job_name is not None:
             d.append(Directive("--job-name", spec.job_name, "="))
         if spec.log_directory is not None:
+            self.checked_log_directory(spec)  # base log_paths: <dir>/<name>-%J.out|.err
             out, err = self.log_paths(spec)
             d += [Directive("--output", out.replace("%J", "{{id.dec}}"), "="),
                   Directive("--error", err.replace("%J", "{{id.dec}}"), "=")]
@@ -90,13 +91,6 @@ class FluxSystem(BatchSystem):
         else:
             d += [Directive("-N", "1"), Directive("-n", "1"), Directive("-c", str(spec.job_cpu or spec.cores))]
         return d
-
-    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
-        if spec.log_directory is None:
-            return ()
-        self.checked_log_directory(spec)
-        stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
-        return f"{stem}.out", f"{stem}.err"
 
     def log_id(self, job_id: str) -> str:
         return f58_decimal(job_id)

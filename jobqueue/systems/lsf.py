@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from ..commands import CommandError, CommandResult, run_async
 from ..keywords import QUEUE, Keyword
-from ..spec import JobSpec, check_line_value, check_token
+from ..spec import JobSpec, check_line_value
 from .base import BatchSystem, Directive, JobState, JobStatus
 
 _STATES = {
@@ -139,6 +139,7 @@ class LSFSystem(BatchSystem):
         if spec.job_name is not None:
             d.append(Directive("-J", spec.job_name))
         if spec.log_directory is not None:
+            self.checked_log_directory(spec)  # base log_paths: <dir>/<name>-%J.out|.err
             out, err = self.log_paths(spec)
             d += [Directive("-e", err), Directive("-o", out)]
         if spec.queue is not None:
@@ -155,13 +156,6 @@ class LSFSystem(BatchSystem):
             hours, minutes = divmod(math.ceil(spec.walltime / 60), 60)
             d.append(Directive("-W", opts.get("lsf_walltime") or f"{hours:02d}:{minutes:02d}"))
         return d
-
-    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
-        if spec.log_directory is None:
-            return ()
-        self.checked_log_directory(spec)
-        stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
-        return f"{stem}.out", f"{stem}.err"
 
     def array_header(self, spec: JobSpec, n: int) -> list[str]:
         # an LSF array is a job name: -J "name[1-n]"; each element writes <name>-<id>_<index>.out

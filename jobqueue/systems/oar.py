@@ -81,9 +81,10 @@ class OARSystem(BatchSystem):
         """OAR reads walltime as H[:M[:S]]: "00:02" is two minutes, "2" two hours; the value
         as written goes into -l (as in dask-jobqueue)."""
         walltime = values.get("walltime")
-        if isinstance(walltime, str) and _walltime_seconds(walltime):
+        seconds = _walltime_seconds(walltime) if isinstance(walltime, str) else None
+        if seconds:
             values["oar_walltime"] = walltime.strip()
-            values["walltime"] = format_hms(_walltime_seconds(walltime))
+            values["walltime"] = format_hms(seconds)
         return values
 
     def directives(self, spec: JobSpec) -> list[Directive]:
@@ -99,6 +100,7 @@ class OARSystem(BatchSystem):
             resources.append(f"walltime={spec.system_options.get('oar_walltime') or spec.walltime_hms}")
         d.append(Directive("-l", ",".join(resources)))
         if spec.log_directory is not None:
+            self.checked_log_directory(spec)  # base log_paths: <dir>/<name>-%J.out|.err
             out, err = self.log_paths(spec)
             d += [Directive("-O", out.replace("%J", "%jobid%")), Directive("-E", err.replace("%J", "%jobid%"))]
         return d
@@ -118,13 +120,6 @@ class OARSystem(BatchSystem):
             lines.append(f"{self.directive_prefix} -p '{last} AND {prop}>={mib}'" if last is not None
                          else f"{self.directive_prefix} -p {prop}>={mib}")
         return lines
-
-    def log_paths(self, spec: JobSpec, name: str | None = None) -> tuple[str, ...]:
-        if spec.log_directory is None:
-            return ()
-        self.checked_log_directory(spec)
-        stem = f"{spec.log_directory}/{spec.job_name or 'worker'}-%J"
-        return f"{stem}.out", f"{stem}.err"
 
     def array_directive(self, n: int) -> Directive:
         return Directive("--array", str(n))
