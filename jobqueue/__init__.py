@@ -19,6 +19,7 @@ _LAZY = {
     "JobQueueCluster": "cluster", "connect": "security", "JobSubmissionError": "job",
     "UnknownKeywordError": "keywords", "JobFailedError": "reports", "CommandError": "commands",
     "CommandTimeout": "commands", "JobSpec": "spec", "Job": "job",
+    "attach": "attached", "AttachedCluster": "attached", "up": "detached", "down": "detached",
 }
 # not exported by `from jobqueue import *`: it must not shadow distributed.LocalCluster
 _NOT_STARRED = {"LocalCluster"}

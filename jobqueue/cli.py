@@ -194,17 +194,23 @@ def cleanup(dry_run: bool) -> None:
 
 @main.command(name="list")
 def list_clusters() -> None:
-    """Your clusters that are running now (on this machine's state directory): their jobs and
-    what they used so far (core-hours held, and busy by the workers)."""
+    """Your clusters: the named ones (`jobqueue up`: scheduler job, workers, jobs, walltime left),
+    then those running in a process of yours (their jobs and core-hours held, and busy)."""
     import os
 
     from .files import journals
     from .watchdog import owner_gone, read
 
+    from .detached import list_named
+
+    named = list_named()
+    if named:
+        _table(("name", "system", "scheduler job", "state", "workers", "walltime left", "jobs"),
+               [(r["name"], r["system"], r["job_id"], r["state"], r["workers"], r["left"], r["jobs"]) for r in named])
     rows = []
     for path in journals():
         data = read(path)
-        if data is None or data.get("closed") or owner_gone(data):
+        if data is None or data.get("closed") or owner_gone(data) or data.get("named"):
             continue
         usage = list((data.get("usage") or {}).values())
         held = sum(p.get("core_hours_held", 0) for p in usage)
@@ -213,13 +219,80 @@ def list_clusters() -> None:
                      str(len(data.get("job_ids", []))), f"{held:.3f}", f"{busy:.3f}" + (f" ({100 * busy / held:.0f} %)"
                                                                                     if held else ""),
                      str(data.get("jobs_summary", "-"))))
-    if not rows:
-        click.echo("no running clusters of yours (jobqueue list reads ~/.jobqueue/journals)")
+    if not rows and not named:
+        click.echo("no running clusters of yours (jobqueue list reads ~/.jobqueue)")
         return
-    head = ("cluster", "system", "pid", "live jobs", "core-h held", "core-h busy", "jobs")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    if rows:
+        if named:
+            click.echo()
+        _table(("cluster", "system", "pid", "live jobs", "core-h held", "core-h busy", "jobs"), rows)
+
+
+def _table(head: tuple, rows: list) -> None:
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.argument("system", type=click.Choice(list(REGISTRY)))
+@click.option("--name", "cluster_name", required=True, help="The cluster's name, to attach to and stop it by.")
+@click.option("--jobs", type=int, default=0, show_default=True, help="Worker jobs to start.")
+@click.option("--scheduler-cores", type=int, default=1, show_default=True, help="Cores of the scheduler job.")
+@click.option("--scheduler-memory", default="2GB", show_default=True, help="Memory of the scheduler job.")
+@click.option("--scheduler-walltime", default=None,
+              help="Time limit of the scheduler job, i.e. how long the cluster lives (default: --walltime).")
+@click.option("--timeout", type=float, default=600, show_default=True,
+              help="Seconds to wait for the scheduler job to start (0: as long as it takes).")
+@_keyword_options
+def up(system: str, cluster_name: str, jobs: int, scheduler_cores: int, scheduler_memory: str,
+       scheduler_walltime: str | None, timeout: float, **options) -> None:
+    """Start a named cluster whose scheduler runs in a batch job of its own, and return:
+
+        jobqueue up slurm --name analysis --jobs 4 --cores 8 --memory 16GB --walltime 04:00:00
+
+    Worker jobs are submitted, tracked and replaced from the scheduler job; nothing stays
+    on the login node. Then, from any of your processes: jobqueue.connect("analysis")
+    (a Client) or jobqueue.attach("analysis") (scale, adapt, jobs, logs, close);
+    `jobqueue list`; `jobqueue down analysis`.
+    """
+    from .detached import up as start
+
+    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v is not None and v != ()}
+    try:
+        cluster = start(system, cluster_name, jobs, scheduler_cores=scheduler_cores, scheduler_memory=scheduler_memory,
+                        scheduler_walltime=scheduler_walltime, timeout=timeout, echo=click.echo, **kwargs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except (RuntimeError, TimeoutError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    cluster.detach()
+    click.echo(f"""cluster {cluster_name!r} is up. From any of your processes:
+    import jobqueue
+    client = jobqueue.connect("{cluster_name}")        # a dask Client
+    cluster = jobqueue.attach("{cluster_name}")        # scale, adapt, jobs, logs, close
+  jobqueue list                 # your clusters
+  jobqueue down {cluster_name}{' ' * max(1, 15 - len(cluster_name))}# cancel its workers and its scheduler job
+Dashboard from a laptop: see `jobqueue.attach("{cluster_name}").dashboard_link` and docs "Ways to run".""")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--timeout", type=float, default=60, show_default=True,
+              help="Seconds to let the scheduler cancel its workers before its job is cancelled.")
+def down(name: str, timeout: float) -> None:
+    """Stop the named cluster NAME: cancel its worker jobs and its scheduler job, and check
+    with the batch system that none is left."""
+    from .detached import down as stop
+
+    try:
+        stop(name, timeout=timeout, echo=click.echo)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except RuntimeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -136,6 +136,23 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         return keywords.build_spec(cls.__name__, cls.system_cls, config_name or cls.config_name,
                                    interface=interface, protocol=protocol, **job_kwargs)
 
+    @classmethod
+    def up(cls, name: str, jobs: int = 0, **kwargs: Any):
+        """Start a named cluster whose scheduler and manager run in a batch job of their own and
+        outlive this process (`jobqueue up`); returns it attached. Keywords as the constructor's,
+        plus ``scheduler_cores``, ``scheduler_memory``, ``scheduler_walltime`` and ``timeout``.
+        A later process gets it back with ``jobqueue.attach(name)``."""
+        from .detached import up
+
+        return up(cls.system_cls.name, name, jobs, **kwargs)
+
+    @classmethod
+    def from_name(cls, name: str):
+        """The named cluster ``name`` of this user (distributed's Cluster.from_name): jobqueue.attach."""
+        from .attached import attach
+
+        return attach(name)
+
     def write_scheduler_file(self, path: str) -> str:
         """Write an owner-only file another client (e.g. Jupyter on another node) can
         connect with, security included: ``jobqueue.connect(path)``. Removed on close."""

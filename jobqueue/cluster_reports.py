@@ -22,6 +22,8 @@ logger = logging.getLogger("jobqueue")
 class ClusterReports:
     """What a JobQueueCluster shows: the job table, logs, repr, the dashboard link, usage."""
 
+    named: dict | None = None  # set by the head of a named cluster (jobqueue.head): name, system, job id
+
     @property
     def jobs(self) -> JobTable:
         """Every job this cluster submitted (id, name, state, reason, workers, since), then the
@@ -82,7 +84,8 @@ class ClusterReports:
     def journal_info(self) -> dict:
         """What `jobqueue list` shows of this cluster (kept in its job journal)."""
         return {"cluster": type(self).__name__, "name": str(self.name), "scheduler": self._scheduler_address(),
-                "jobs_summary": self._state_words(), "usage": self.usage().to_dict(), "info_time": time.time()}
+                "jobs_summary": self._state_words(), "usage": self.usage().to_dict(), "info_time": time.time(),
+                **({"named": self.named} if self.named else {})}
 
     def _report_usage(self) -> None:
         """The line at close: what the jobs held and how busy the workers were."""

@@ -4,6 +4,9 @@
         clusters/<cluster id>/      one cluster's run directory: logs, credentials
         journals/<cluster id>.json  its live jobs, for the watchdog and `jobqueue cleanup`
         mpi/<launch id>.json        the mpirun bootstrap's rendezvous without mpi4py
+        named/<name>/               a cluster started with `jobqueue up`: cluster.json (what was
+                                    asked), head.json + scheduler.json (written by its scheduler
+                                    job), logs/ (the scheduler job's output)
 
 Every path under the state directory is spelled here and nowhere else.
 """
@@ -79,6 +82,29 @@ def journals() -> list[str]:
     directory = os.path.join(state_dir(), "journals")
     try:
         return sorted(os.path.join(directory, f) for f in os.listdir(directory) if f.endswith(".json"))
+    except OSError:
+        return []
+
+
+NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_.-]{0,62}"
+
+
+def named_dir(name: str, create: bool = False) -> str:
+    """The directory of the named cluster ``name`` (`jobqueue up`), owner-only."""
+    import re
+
+    if not re.fullmatch(NAME_PATTERN, name or ""):
+        raise ValueError(f"invalid cluster name {name!r}: write a letter, then up to 62 letters, digits, "
+                         "'_', '.' or '-', e.g. --name analysis-1")
+    path = state_path("named", name)
+    return private_dir(path) if create else path
+
+
+def named_clusters() -> list[str]:
+    """The names of this user's named clusters (directories under <state-directory>/named)."""
+    directory = os.path.join(state_dir(), "named")
+    try:
+        return sorted(n for n in os.listdir(directory) if os.path.isdir(os.path.join(directory, n)))
     except OSError:
         return []
 

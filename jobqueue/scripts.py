@@ -178,6 +178,16 @@ def render_mpi(spec: JobSpec, system: BatchSystem, command: Sequence[str], templ
     return _render(spec, system, launcher + argv, argv, template or "mpi.sh.j2")
 
 
+def render_head(spec: JobSpec, system: BatchSystem, directory: str, template: str | None = None) -> str:
+    """The batch script of a named cluster's scheduler job (`jobqueue up`): it runs the head
+    (``python -m jobqueue.head DIRECTORY``: scheduler and cluster manager), with the system's
+    directives and the user's prologue, and outlives SIGTERM so the head can cancel its workers."""
+    argv = [spec.python, "-m", "jobqueue.head", directory]
+    if template is None and system.template.endswith(".sh.j2"):
+        template = "head.sh.j2"
+    return _render(spec, system, argv, argv, template)
+
+
 def render(spec: JobSpec, system: BatchSystem, *, scheduler_address: str = PLACEHOLDER_ADDRESS,
            worker_name: str = "dummy-name", template: str | None = None,
            extra_worker_args: Iterable[str] = (), array_names: Sequence[str] = ()) -> str:
@@ -216,7 +226,7 @@ def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[s
     }
     context = system.script_context(context)
     try:
-        if template == "mpi.sh.j2":
+        if template in ("mpi.sh.j2", "head.sh.j2"):
             return _environment(None).get_template(template).render(context)
         return load_template(system, template).render(context)
     except jinja2.TemplateError as exc:

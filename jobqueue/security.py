@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -249,9 +250,20 @@ def file_security(info: dict, role: str = "client") -> Security | None:
 
 
 def connect(scheduler_file: str, **client_kwargs: Any):
-    """A Client for the cluster that wrote ``scheduler_file`` (``write_scheduler_file``),
-    with the TLS credentials the file names."""
+    """A Client for a named cluster (`jobqueue up --name NAME`: ``connect("NAME")``) or for the
+    cluster that wrote ``scheduler_file`` (``write_scheduler_file``, the mpirun bootstrap), with
+    the TLS credentials the file names."""
     from distributed import Client
 
-    info = read_scheduler_file(scheduler_file)
+    from .files import NAME_PATTERN, named_dir
+
+    path = os.path.expanduser(scheduler_file)
+    if not os.path.exists(path) and re.fullmatch(NAME_PATTERN, scheduler_file) and not path.endswith(".json"):
+        path = os.path.join(named_dir(scheduler_file), "scheduler.json")
+        if not os.path.exists(path):
+            from .detached import read_record
+
+            read_record(scheduler_file)  # says which clusters there are
+            raise ValueError(f"cluster {scheduler_file!r} has no running scheduler; `jobqueue list` shows it")
+    info = read_scheduler_file(path)
     return Client(info["address"], security=file_security(info), **client_kwargs)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -108,7 +109,7 @@ class Journal:
         intents = {name: [argv, until] for name, (argv, until) in by_name.items() if argv}
         data = {**self.info, "owner_pid": self.owner_pid, "owner_started": self.owner_started, "system": self.system.name,
                 "job_ids": list(job_ids), "cancel_argv": self.system.cancel_argv(list(job_ids)) if job_ids else [],
-                "cancel_ok": self.system.cancel_ok, "intents": intents, "closed": closed, "updated": time.time()}
+                "cancel_ok": self.system.cancel_ok, "intents": intents, "closed": closed, "updated": time.time(), "owner_host": socket.gethostname()}
         write_private(self.path, json.dumps(data))
 
     def remove(self) -> None:

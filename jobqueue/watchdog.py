@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,7 +43,11 @@ def process_identity(pid: int) -> float | None:
 
 def owner_gone(data: dict) -> bool:
     """Has the process that wrote this journal ended? A zombie (ended, not yet reaped by a
-    parent that does not wait for it) has ended."""
+    parent that does not wait for it) has ended. A journal written on another host (the
+    scheduler job of a named cluster) cannot be judged from here: not gone."""
+    host = data.get("owner_host")
+    if host and host != socket.gethostname():
+        return False
     pid = int(data["owner_pid"])
     try:
         proc = psutil.Process(pid)
