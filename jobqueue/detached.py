@@ -149,11 +149,16 @@ def up(system: str, name: str, jobs: int = 0, *, scheduler_cores: int = 1, sched
     names = ENVIRONMENT + tuple(dask.config.get("jobqueue.up.environment", None) or ())
     record = {"name": name, "system": system, "job_kwargs": job_kwargs, "jobs": jobs, "created": time.time(),
               "scheduler": {"cores": scheduler_cores, "memory": scheduler_memory, "walltime": walltime},
-              "environment": {k: os.environ[k] for k in names if k in os.environ}, "head_job_id": None}
+              "environment": {k: v for k, v in os.environ.items() if k in names or k.startswith("DASK_")},
+              "head_job_id": None}
     write_private(record_path(name), json.dumps(record, indent=1))
     script = render_head(head_spec, batch, directory)
     log_paths = batch.log_paths(head_spec)
-    job_id = asyncio.run(batch.submit(script, log_paths, name=f"{name}-scheduler"))
+    try:
+        job_id = asyncio.run(batch.submit(script, log_paths, name=f"{name}-scheduler"))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     record["head_job_id"] = job_id
     record["head_logs"] = [p.replace("%J", batch.log_id(job_id)) for p in log_paths]
     write_private(record_path(name), json.dumps(record, indent=1))

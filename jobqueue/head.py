@@ -50,15 +50,24 @@ def restore_environment(record: dict) -> None:
     """Give this job what the batch system's commands need (what `jobqueue up` saw on the login
     node: PATH entries, SGE_ROOT, ...), and drop the variables of this job that a submission from
     inside it would otherwise pass on to the worker jobs (Slurm's SLURM_* settings)."""
+    config_changed = False
     for key, value in (record.get("environment") or {}).items():
+        config_changed |= key.startswith("DASK_") and key not in os.environ
         if key == "PATH":  # the login node's order first: the same qsub the user ran
             login = value.split(os.pathsep)
             here = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p not in login]
             os.environ["PATH"] = os.pathsep.join(login + here)
         elif key not in os.environ:
             os.environ[key] = value
-    for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_")) and k != "SLURM_CONF"]:
+    # this job's own settings, which worker jobs submitted from here would otherwise inherit
+    # (Slurm passes the environment on): its end, retirement margins, Slurm's SLURM_* values
+    for key in [k for k in os.environ if (k.startswith(("SLURM_", "SBATCH_")) and k != "SLURM_CONF")
+                or k.startswith("JOBQUEUE_")]:
         del os.environ[key]
+    if config_changed:  # the user's DASK_* settings on the login node hold here too
+        import dask
+
+        dask.config.refresh()
 
 
 class Head:
@@ -134,7 +143,13 @@ class Head:
                    f"scheduler stops and its worker jobs are cancelled. Gather your results; `jobqueue up` "
                    f"starts a new cluster (--scheduler-walltime sets how long it lives).")
         print(message, file=sys.stderr, flush=True)
-        self.cluster.scheduler.log_event("warn", {"message": message})
+        import pickle
+
+        from .reports import ClusterEndingWarning
+
+        # a warning in every connected client's process (distributed's own "warn" topic)
+        self.cluster.scheduler.log_event("warn", {"message": pickle.dumps(message),
+                                                  "category": pickle.dumps(ClusterEndingWarning)})
         self.cluster.scheduler.log_event("jobqueue", {"event": "walltime", "message": message, "stop_at": stop_at})
 
     async def shutdown(self) -> None:

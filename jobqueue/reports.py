@@ -19,6 +19,11 @@ _UNREACHABLE = ("Timed out trying to connect", "Waiting to connect to", "Failed 
                 "Connection refused", "No route to host", "Timed out during handshake")
 
 
+class ClusterEndingWarning(UserWarning):
+    """A named cluster's scheduler job nears its walltime: the cluster stops soon (shown in
+    every client connected to it)."""
+
+
 class JobFailedError(RuntimeError):
     """A job ended before its workers connected; the message is the full report."""
 
