@@ -170,10 +170,12 @@ def cleanup(dry_run: bool) -> None:
     stale = failed = 0
     for path in journals():
         data = read(path)
-        if data is None or not (data.get("closed") or owner_gone(data)):
+        if data is None or not (data.get("closed") or owner_gone(data) or _head_ended(data)):
             continue
         stale += 1
-        why = f"owner {data['owner_pid']} is gone" if owner_gone(data) else "closed without a confirmed cancel"
+        why = (f"owner {data['owner_pid']} is gone" if owner_gone(data) else
+               f"its scheduler job {data['named'].get('head_job_id')} ended" if _head_ended(data) else
+               "closed without a confirmed cancel")
         ids = " ".join(map(str, data.get("job_ids", []))) or "none"
         if dry_run:
             click.echo(f"{os.path.basename(path)}: {why}; would cancel {data.get('system')} jobs: {ids}")
@@ -190,6 +192,18 @@ def cleanup(dry_run: bool) -> None:
         click.echo("no stale journals: every recorded cluster's owner is alive")
     if failed:
         sys.exit(1)
+
+
+def _head_ended(data: dict) -> bool:
+    """A named cluster's journal written in its scheduler job on another host: has that job ended?"""
+    import socket
+
+    named = data.get("named") or {}
+    if not named.get("head_job_id") or data.get("owner_host") in (None, socket.gethostname()):
+        return False
+    from .detached import _ended, head_state
+
+    return _ended(head_state({"system": named["system"], "head_job_id": named["head_job_id"]})[0])
 
 
 @main.command(name="list")

@@ -31,6 +31,7 @@ from distributed.security import Security
 from . import config, files, keywords
 from .commands import CommandError
 from .dashboard import dashboard_token, gated_scheduler
+from .detached import Detachable
 from .job import Job, JobSubmissionError, job_class, removal_order
 from .submission import SubmissionQueue, site_policy
 from .cluster_reports import ClusterReports
@@ -46,7 +47,7 @@ logger = logging.getLogger("jobqueue")
 __all__ = ["JobQueueCluster", "JobSubmissionError", "cluster_class"]
 
 
-class JobQueueCluster(ClusterReports, SpecCluster):
+class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
     """Base class of the cluster classes: a Dask cluster whose workers are batch jobs.
     Use SLURMCluster, SGECluster, PBSCluster, ... (their docstrings list every keyword)."""
 
@@ -135,23 +136,6 @@ class JobQueueCluster(ClusterReports, SpecCluster):
         """Validate job keywords (falling back to ``jobqueue.<config_name>.*``) into a JobSpec."""
         return keywords.build_spec(cls.__name__, cls.system_cls, config_name or cls.config_name,
                                    interface=interface, protocol=protocol, **job_kwargs)
-
-    @classmethod
-    def up(cls, name: str, jobs: int = 0, **kwargs: Any):
-        """Start a named cluster whose scheduler and manager run in a batch job of their own and
-        outlive this process (`jobqueue up`); returns it attached. Keywords as the constructor's,
-        plus ``scheduler_cores``, ``scheduler_memory``, ``scheduler_walltime`` and ``timeout``.
-        A later process gets it back with ``jobqueue.attach(name)``."""
-        from .detached import up
-
-        return up(cls.system_cls.name, name, jobs, **kwargs)
-
-    @classmethod
-    def from_name(cls, name: str):
-        """The named cluster ``name`` of this user (distributed's Cluster.from_name): jobqueue.attach."""
-        from .attached import attach
-
-        return attach(name)
 
     def write_scheduler_file(self, path: str) -> str:
         """Write an owner-only file another client (e.g. Jupyter on another node) can

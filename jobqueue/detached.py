@@ -101,35 +101,39 @@ def control(record: dict, op: str, timeout: float = 10.0, **kwargs: Any):
     return asyncio.run(call())
 
 
+class Detachable:
+    """The named-cluster class methods of every cluster class (a mixin of JobQueueCluster)."""
+
+    @classmethod
+    def up(cls, name: str, jobs: int = 0, **kwargs: Any):
+        """Start a named cluster whose scheduler and manager run in a batch job of their own and
+        outlive this process (`jobqueue up`); returns it attached. Keywords as the constructor's,
+        plus ``scheduler_cores``, ``scheduler_memory``, ``scheduler_walltime`` and ``timeout``.
+        A later process gets it back with ``jobqueue.attach(name)`` or ``<Class>.from_name(name)``."""
+        return up(cls.system_cls.name, name, jobs, **kwargs)
+
+    @classmethod
+    def from_name(cls, name: str):
+        """The named cluster ``name`` of this user (distributed's Cluster.from_name): jobqueue.attach."""
+        from .attached import attach
+
+        return attach(name)
+
+
 def up(system: str, name: str, jobs: int = 0, *, scheduler_cores: int = 1, scheduler_memory: str = "2GB",
        scheduler_walltime: str | None = None, timeout: float = 600, echo: Callable[[str], None] = print,
        **job_kwargs: Any):
     """Start the named cluster ``name`` on ``system``; returns an attached cluster (jobqueue.attach)."""
     from .attached import attach
     from .cluster import CLUSTER_CLASSES
-    from .keywords import CLUSTER_KEYWORDS
     from .scripts import render_head
 
     if system not in CLUSTER_CLASSES:
         raise ValueError(f"invalid system {system!r}; write one of {', '.join(CLUSTER_CLASSES)}")
     cls = CLUSTER_CLASSES[system]
     directory = files.named_dir(name)
-    cluster_keys = {kw.name for kw in CLUSTER_KEYWORDS}
-    try:
-        json.dumps(job_kwargs)
-    except TypeError as exc:
-        raise ValueError(f"invalid keyword value for a named cluster ({exc}): its scheduler job reads the keywords "
-                         "from a file; write strings, numbers, lists or dicts (e.g. security is always the "
-                         "owner's TLS)") from None
-    for key in ("security", "loop", "asynchronous", "scheduler_cls", "job_cls", "n_workers"):
-        if key in job_kwargs:
-            raise ValueError(f"invalid keyword {key}= for a named cluster: its scheduler job sets it; leave it out"
-                             + (" and pass jobs=N" if key == "n_workers" else ""))
-    # the workers' keywords: rejected here, before anything is submitted
-    cls.build_spec(**{k: v for k, v in job_kwargs.items() if k not in cluster_keys or k == "interface"})
+    head_kwargs = _head_keywords(cls, job_kwargs)
     walltime = scheduler_walltime or job_kwargs.get("walltime")
-    head_kwargs = {k: v for k, v in job_kwargs.items()
-                   if k not in WORKER_ONLY and (k not in cluster_keys or k == "interface")}
     head_spec = cls.build_spec(**head_kwargs, cores=scheduler_cores, memory=scheduler_memory, processes=1,
                                job_name=f"{name}-scheduler", log_directory=os.path.join(directory, "logs"),
                                **({"walltime": walltime} if walltime else {}))
@@ -172,21 +176,46 @@ def up(system: str, name: str, jobs: int = 0, *, scheduler_cores: int = 1, sched
         raise
     echo(f"scheduler at {head['address']}; dashboard {head.get('dashboard') or '-'}")
     if jobs:
-        info = control(record, "scale", jobs=jobs)
-        deadline = time.monotonic() + 60
-        while len(info["job_ids"]) < jobs and not info["failures"] and time.monotonic() < deadline:
-            time.sleep(0.5)
-            info = control(record, "info")
-        echo(f"worker jobs: {' '.join(info['job_ids']) or '-'} ({info['summary']})")
-        if info["failures"] and not info["job_ids"]:
-            down(name, echo=echo)
-            raise RuntimeError(
-                f"the scheduler job could not submit worker jobs, so cluster {name!r} was stopped: "
-                f"{info['failures'][-1]}\nIf your site does not allow submitting jobs from compute nodes, "
-                "run the cluster in your own process instead (see the docs, \"Ways to run\").")
-        for failure in info["failures"]:
-            echo(f"warning: {failure}")
+        _start_workers(record, jobs, echo)
     return attach(name)
+
+
+def _head_keywords(cls, job_kwargs: dict) -> dict:
+    """Check the keywords before anything is submitted; the scheduler job's share of them."""
+    from .keywords import CLUSTER_KEYWORDS
+
+    cluster_keys = {kw.name for kw in CLUSTER_KEYWORDS}
+    try:
+        json.dumps(job_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"invalid keyword value for a named cluster ({exc}): its scheduler job reads the keywords "
+                         "from a file; write strings, numbers, lists or dicts (e.g. security is always the "
+                         "owner's TLS)") from None
+    for key in ("security", "loop", "asynchronous", "scheduler_cls", "job_cls", "n_workers"):
+        if key in job_kwargs:
+            raise ValueError(f"invalid keyword {key}= for a named cluster: its scheduler job sets it; leave it out"
+                             + (" and pass jobs=N" if key == "n_workers" else ""))
+    cls.build_spec(**{k: v for k, v in job_kwargs.items() if k not in cluster_keys or k == "interface"})
+    return {k: v for k, v in job_kwargs.items() if k not in WORKER_ONLY and (k not in cluster_keys or k == "interface")}
+
+
+def _start_workers(record: dict, jobs: int, echo) -> None:
+    """Ask the head for the first worker jobs; stop the cluster if it cannot submit any."""
+    name = record["name"]
+    info = control(record, "scale", jobs=jobs)
+    deadline = time.monotonic() + 60
+    while len(info["job_ids"]) < jobs and not info["failures"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = control(record, "info")
+    echo(f"worker jobs: {' '.join(info['job_ids']) or '-'} ({info['summary']})")
+    if info["failures"] and not info["job_ids"]:
+        down(name, echo=echo)
+        raise RuntimeError(
+            f"the scheduler job could not submit worker jobs, so cluster {name!r} was stopped: "
+            f"{info['failures'][-1]}\nIf your site does not allow submitting jobs from compute nodes, "
+            "run the cluster in your own process instead (see the docs, \"Ways to run\").")
+    for failure in info["failures"]:
+        echo(f"warning: {failure}")
 
 
 def _wait_for_head(record: dict, batch: BatchSystem, timeout: float, echo) -> dict:

@@ -322,3 +322,69 @@ def test_a_scheduler_job_that_dies_is_reported_with_its_log(system, backend, env
     assert out.returncode == 1, out.stdout + out.stderr
     assert "ended" in out.stderr and "broken-environment" in out.stderr, out.stderr
     assert not os.path.exists(os.path.join(env["DASK_JOBQUEUE__STATE_DIRECTORY"], "named", "t-dies"))
+
+
+@pytest.mark.parametrize("system", ["local"])
+def test_python_api_and_adapt_run_by_the_scheduler_job(system, backend, env):
+    """``<Class>.up`` from Python, ``<Class>.from_name`` in a later process; adapt keeps
+    working after the process that asked for it has exited: a burst of tasks grows the
+    cluster, idleness shrinks it to the minimum."""
+    name = "t-adapt"
+    started = python(f"""
+        import jobqueue
+        cluster = jobqueue.LocalCluster.up({name!r}, cores=1, memory="1GB", processes=1)
+        cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=4)
+        print("UP", cluster.name)
+        cluster.detach()
+    """, env)
+    assert f"UP {name}" in started.stdout, started.stdout + started.stderr
+    try:
+        burst = python(f"""
+            import time, jobqueue
+            from distributed import Client
+            cluster = jobqueue.LocalCluster.from_name({name!r})
+            with Client(cluster) as client:
+                futures = client.map(lambda x: (time.sleep(1), x)[1], range(40))
+                seen = 0
+                while not all(f.done() for f in futures):
+                    seen = max(seen, len(client.scheduler_info()["workers"]))
+                    time.sleep(0.2)
+                print("RESULT", sum(client.gather(futures)), "PEAK", seen)
+            deadline = time.time() + 90
+            while time.time() < deadline and cluster.job_ids:
+                time.sleep(1)
+            print("AFTER", len(cluster.job_ids))
+            cluster.detach()
+        """, env, timeout=240)
+        assert "RESULT 780" in burst.stdout, burst.stdout + burst.stderr
+        assert re.search(r"PEAK [12]\b", burst.stdout) and "AFTER 0" in burst.stdout, burst.stdout
+    finally:
+        down = cli(["down", name], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.mark.parametrize("system", ["slurm"])
+def test_cleanup_leaves_a_live_scheduler_jobs_journal_on_another_host_alone(system, backend, env, tmp_path):
+    """The journal of a scheduler job's cluster names a pid on a compute node: `jobqueue cleanup`
+    on the login node must not take that pid's absence here for a dead owner (it did before);
+    once the batch system says the scheduler job ended, the journal is stale."""
+    journals = tmp_path / "state" / "journals"
+    journals.mkdir(parents=True)
+    held = subprocess.run(["sbatch", "--parsable", "--begin=now+600", "-J", "t-cleanup", "--wrap", "sleep 600"],
+                          capture_output=True, text=True, timeout=60, env=env).stdout.strip().split(";")[0]
+    worker = subprocess.run(["sbatch", "--parsable", "--begin=now+600", "-J", "t-cleanup-w", "--wrap", "sleep 600"],
+                            capture_output=True, text=True, timeout=60, env=env).stdout.strip().split(";")[0]
+    data = {"owner_pid": 2 ** 22 - 7, "owner_started": 1.0, "owner_host": "compute-17", "system": "slurm",
+            "job_ids": [worker], "cancel_argv": ["scancel", worker], "cancel_ok": "", "intents": {},
+            "closed": False, "named": {"name": "x", "system": "slurm", "head_job_id": held}}
+    (journals / "SLURMCluster-1-abc.json").write_text(json.dumps(data))
+    try:
+        out = cli(["cleanup", "--dry-run"], env, timeout=60)
+        assert "no stale journals" in out.stdout, out.stdout + out.stderr
+        subprocess.run(["scancel", held], timeout=30, env=env)
+        assert wait_for(lambda: held not in backend.live_ids(), timeout=30)
+        out = cli(["cleanup"], env, timeout=60)
+        assert "its scheduler job" in out.stdout and "ended" in out.stdout, out.stdout + out.stderr
+        assert wait_for(lambda: not backend.alive([worker]), timeout=30)
+    finally:
+        subprocess.run(["scancel", held, worker], timeout=30, env=env)
