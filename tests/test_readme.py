@@ -41,3 +41,29 @@ def test_readme_mpi_example_runs_under_mpirun(tmp_path):
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "4950"
+
+
+@pytest.mark.usefixtures("slurm")
+def test_readme_named_cluster_example_runs(tmp_path):
+    """The README's `jobqueue up` lines, run one by one as written (in a state directory of
+    this test's own), leave nothing in the queue."""
+    import os
+
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "jobqueue up" in b)
+    env = {**os.environ, "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state"),
+           "DASK_JOBQUEUE__PROGRESS_INTERVAL": "0"}
+    before = squeue_ids()
+    outputs = []
+    try:
+        for line in block.strip().splitlines():
+            out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                                 env=env)
+            assert out.returncode == 0, (line, out.stdout, out.stderr[-3000:])
+            outputs.append(out.stdout)
+    finally:
+        subprocess.run([sys.executable, "-m", "jobqueue", "down", "analysis"], capture_output=True, timeout=120,
+                       env=env)
+    assert outputs[1].strip().splitlines()[-1] == "4950"
+    assert "analysis" in outputs[2] and "running" in outputs[2]
+    assert "is down" in outputs[3]
+    assert wait_for(lambda: not (squeue_ids() - before), 60)

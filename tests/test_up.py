@@ -234,19 +234,24 @@ def test_up_on_the_pbs_emulator_and_the_local_system(system, backend, env):
     assert wait_for(lambda: not backend.alive(ids), timeout=30), backend.alive(ids)
 
 
-@pytest.mark.parametrize("system", ["slurm"])
-def test_a_cancelled_scheduler_job_cancels_its_workers(system, backend, env):
+@pytest.mark.parametrize("system,signal_name", [("slurm", "TERM"), ("slurm", "KILL")])
+def test_a_cancelled_scheduler_job_cancels_its_workers(system, signal_name, backend, env):
     """scancel of the scheduler job itself (or preemption): SIGTERM reaches the head, which
-    cancels its worker jobs before the job ends: none is orphaned."""
-    name = "t-scancel"
+    cancels its worker jobs before the job ends. With SIGKILL to every process of the job
+    (head and watchdog alike), the workers' scheduler is gone and their jobs end on their
+    own. Either way none is orphaned."""
+    name = f"t-scancel-{signal_name.lower()}"
     out = cli(["up", system, "--name", name, "--jobs", "2", "--cores", "1", "--memory", "1GB",
                "--walltime", "00:15:00", "--scheduler-memory", "1GB"], env)
     assert out.returncode == 0, out.stdout + out.stderr
     head_id = head_record(env, name)["head_job_id"]
     workers = re.search(r"^worker jobs: (.*) \(", out.stdout, re.M).group(1).split()
-    assert len(workers) == 2 and backend.alive(workers) == set(workers)
-    backend.kill(head_id)
-    assert wait_for(lambda: not backend.alive([head_id, *workers]), timeout=30), backend.alive([head_id, *workers])
+    assert len(workers) == 2 and wait_for(lambda: backend.alive(workers) == set(workers), timeout=10)
+    connected = python(f"import jobqueue; jobqueue.connect({name!r}).wait_for_workers(2, timeout=60)", env)
+    assert connected.returncode == 0, connected.stderr
+    subprocess.run(["scancel", "--signal", signal_name, "--full", head_id] if signal_name == "KILL"
+                   else ["scancel", head_id], check=True, timeout=30, env=env)
+    assert wait_for(lambda: not backend.alive([head_id, *workers]), timeout=60), backend.alive([head_id, *workers])
     listing = cli(["list"], env, timeout=60)
     row = next(line for line in listing.stdout.splitlines() if line.startswith(name))
     assert re.search(r"\b(gone|cancelled|finished)\b", row), listing.stdout
