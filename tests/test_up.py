@@ -393,3 +393,46 @@ def test_cleanup_leaves_a_live_scheduler_jobs_journal_on_another_host_alone(syst
         assert wait_for(lambda: not backend.alive([worker]), timeout=30)
     finally:
         subprocess.run(["scancel", held, worker], timeout=30, env=env)
+
+
+@pytest.mark.parametrize("system", ["slurm"])
+def test_the_scheduler_job_heals_its_cluster(system, backend, env):
+    """A worker job killed from outside is replaced by the scheduler job with no process of
+    the user running; the name cannot be taken twice; close() on an attached cluster is down."""
+    name = "t-heal"
+    args = ["up", system, "--name", name, "--jobs", "2", "--cores", "1", "--memory", "1GB", "--walltime", "00:15:00",
+            "--scheduler-memory", "1GB"]
+    out = cli(args, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    head_id = head_record(env, name)["head_job_id"]
+    workers = re.search(r"^worker jobs: (.*) \(", out.stdout, re.M).group(1).split()
+    ids = {head_id, *workers}
+    try:
+        again = cli(args, env)
+        assert again.returncode == 2 and f"a cluster named {name!r} exists" in again.stderr, again.stderr
+        assert python(f"import jobqueue; jobqueue.connect({name!r}).wait_for_workers(2, timeout=60)",
+                      env).returncode == 0
+        backend.kill(workers[0])
+        healed = python(f"""
+            import time, jobqueue
+            cluster = jobqueue.attach({name!r})
+            deadline = time.time() + 90
+            while time.time() < deadline and not (len(cluster.job_ids) == 2 and {workers[0]!r} not in cluster.job_ids):
+                time.sleep(0.5)
+            print("JOBS", " ".join(cluster.job_ids))
+            from distributed import Client
+            with Client(cluster) as client:
+                client.wait_for_workers(2, timeout=90)
+                print("SUM", client.submit(sum, range(10)).result())
+            cluster.close()
+            print("CLOSED")
+        """, env, timeout=240)
+        jobs = re.search(r"^JOBS (.*)$", healed.stdout, re.M).group(1).split()
+        ids |= set(jobs)
+        assert len(jobs) == 2 and workers[0] not in jobs, healed.stdout + healed.stderr
+        assert "SUM 45" in healed.stdout and "CLOSED" in healed.stdout, healed.stdout + healed.stderr
+        assert wait_for(lambda: not backend.alive(ids), timeout=30), backend.alive(ids)
+        assert not os.path.exists(os.path.join(env["DASK_JOBQUEUE__STATE_DIRECTORY"], "named", name))
+    finally:
+        if os.path.exists(os.path.join(env["DASK_JOBQUEUE__STATE_DIRECTORY"], "named", name)):
+            cli(["down", name], env)
