@@ -68,17 +68,27 @@ class AttachedCluster(Cluster):
         return self.sync(self._call, op, **kwargs)
 
     # --- what a cluster user calls -------------------------------------------------
-    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None):
-        """Scale to ``n`` workers, or ``jobs`` jobs, or enough jobs for ``memory`` / ``cores`` (done
-        by the cluster's scheduler job)."""
-        return self._sync("scale", n=n, jobs=jobs, memory=memory, cores=cores)
+    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None,
+              pool: str | None = None):
+        """Scale the default pool (or ``pool``) to ``n`` workers, or ``jobs`` jobs, or enough jobs for
+        ``memory`` / ``cores`` (done by the cluster's scheduler job)."""
+        return self._sync("scale", n=n, jobs=jobs, memory=memory, cores=cores, pool=pool)
 
     def adapt(self, minimum: int | None = None, maximum: int | None = None, minimum_jobs: int | None = None,
-              maximum_jobs: int | None = None, **kwargs: Any):
+              maximum_jobs: int | None = None, pool: str | None = None, **kwargs: Any):
         """Scale with load, run by the scheduler job (no process of yours needs to stay)."""
         self._sync("adapt", minimum=minimum, maximum=maximum, minimum_jobs=minimum_jobs,
-                   maximum_jobs=maximum_jobs, **kwargs)
-        return RemoteAdaptive(self)
+                   maximum_jobs=maximum_jobs, pool=pool, **kwargs)
+        return RemoteAdaptive(self, pool)
+
+    def add_pool(self, name: str, **job_kwargs: Any) -> RemotePool:
+        """Another kind of job in the cluster (see JobQueueCluster.add_pool), made by the scheduler job."""
+        self._sync("add-pool", name=name, **job_kwargs)
+        return RemotePool(self, name)
+
+    @property
+    def pools(self) -> dict[str, RemotePool]:
+        return {name: RemotePool(self, name) for name in self._sync("info")["pools"]}
 
     def info(self) -> dict:
         """The head's view: workers, job ids, jobs by state, the scheduler job's end, failures."""
@@ -135,11 +145,33 @@ class AttachedCluster(Cluster):
 class RemoteAdaptive:
     """What ``adapt()`` returns: the head adapts; ``stop()`` turns it off."""
 
-    def __init__(self, cluster: AttachedCluster):
+    def __init__(self, cluster: AttachedCluster, pool: str | None = None):
         self.cluster = cluster
+        self.pool = pool
 
     def stop(self) -> None:
-        self.cluster._sync("adapt-stop")
+        self.cluster._sync("adapt-stop", pool=self.pool)
+
+
+class RemotePool:
+    """One pool of an attached cluster: ``scale``, ``adapt``, ``jobs``."""
+
+    def __init__(self, cluster: AttachedCluster, name: str):
+        self.cluster = cluster
+        self.name = name
+
+    def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None):
+        return self.cluster.scale(n, jobs=jobs, memory=memory, cores=cores, pool=self.name)
+
+    def adapt(self, **kwargs: Any) -> RemoteAdaptive:
+        return self.cluster.adapt(pool=self.name, **kwargs)
+
+    @property
+    def jobs(self) -> JobTable:
+        return JobTable(row for row in self.cluster.jobs if row.pool == self.name)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.name!r} of {self.cluster.name!r}: {self.cluster._info.get('pools', {}).get(self.name)}>"
 
 
 def attach(name: str, asynchronous: bool = False, loop=None) -> AttachedCluster:

@@ -63,12 +63,14 @@ def main() -> None:
 @_keyword_options
 @click.option("--scheduler-address", default=None,
               help="Address the workers connect to (default: a placeholder).")
+@click.option("--pool", "pool", default=None,
+              help="Print the job script of this pool of the config's jobqueue.<system>.pools (its keywords win).")
 @click.option("--mpi", is_flag=True, default=False,
               help="Print a batch script that runs COMMAND (-- python analysis.py) with scheduler, client "
                    "and workers inside one allocation (the mpirun bootstrap).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def script(system: str, scheduler_address: str | None, template: str | None, interface: str | None, mpi: bool,
-           command: tuple, **options) -> None:
+           command: tuple, pool: str | None, **options) -> None:
     """Print the job script SYSTEM would run for one job, e.g.
 
         jobqueue script slurm --cores 4 --memory 8GB --walltime 01:00:00
@@ -88,6 +90,16 @@ def script(system: str, scheduler_address: str | None, template: str | None, int
     cls = _cluster_class(system)
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()
               if v is not None and v != ()}
+    if pool is not None:
+        from . import config
+
+        pools = config.get(cls.config_name, "pools") or {}
+        if pool not in pools:
+            raise click.UsageError(f"no pool {pool!r} in jobqueue.{cls.config_name}.pools (pools there: "
+                                   f"{', '.join(pools) or 'none'})")
+        if pools[pool].get("gpus") and "processes" not in pools[pool]:
+            kwargs.pop("processes", None)
+        kwargs.update(pools[pool])
     try:
         spec = cls.build_spec(interface=interface, **kwargs)
         if template is None:

@@ -14,15 +14,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import time
 import uuid
 from typing import Any, ClassVar
 
 import dask
-from dask.utils import parse_bytes, parse_timedelta
+from dask.utils import parse_timedelta
 from distributed.core import Status
+from distributed.utils import NoOpAwaitable
 from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
@@ -32,7 +32,8 @@ from . import config, files, keywords
 from .commands import CommandError
 from .dashboard import dashboard_token, gated_scheduler
 from .detached import Detachable
-from .job import Job, JobSubmissionError, job_class, removal_order
+from .job import Job, JobSubmissionError, job_class
+from .pools import DEFAULT, Pool, PoolAdaptive, Pools
 from .submission import SubmissionQueue, site_policy
 from .cluster_reports import ClusterReports
 from .reports import WaitProgress
@@ -47,7 +48,7 @@ logger = logging.getLogger("jobqueue")
 __all__ = ["JobQueueCluster", "JobSubmissionError", "cluster_class"]
 
 
-class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
+class JobQueueCluster(ClusterReports, Detachable, Pools, SpecCluster):
     """Base class of the cluster classes: a Dask cluster whose workers are batch jobs.
     Use SLURMCluster, SGECluster, PBSCluster, ... (their docstrings list every keyword)."""
 
@@ -64,7 +65,8 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
                  protocol: str | None = None, config_name: str | None = None,
                  template: str | None = None, max_start_failures: int | None = None,
                  poll_interval: float | str | None = None, max_jobs: int | None = None,
-                 max_pending_jobs: int | None = None, job_array: bool | None = None, **job_kwargs: Any):
+                 max_pending_jobs: int | None = None, job_array: bool | None = None, pools: dict | None = None,
+                 **job_kwargs: Any):
         self.status = Status.created
         cls_name = type(self).__name__
         self.job_cls = job_cls = job_cls or type(self).job_cls
@@ -98,34 +100,33 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
         self._credentials = Credentials(os.path.expanduser(os.path.expandvars(credentials_base)))
         limits = {key: keywords.queue_limit(key, value if value is not None else cfg(key.replace("_", "-")))
                   for key, value in (("max_jobs", max_jobs), ("max_pending_jobs", max_pending_jobs))}
-        self._submissions = SubmissionQueue(
-            spec, self._system, self._tracker, template=template, worker_args=self._credentials.worker_args(security),
-            token=self._cluster_id.rsplit("-", 1)[-1][:6],
-            job_array=bool(cfg("job-array", True) if job_array is None else job_array), **limits,
-            **site_policy(self._system, config_name))
+        self._queue_options = dict(template=template, worker_args=self._credentials.worker_args(security),
+                                   token=self._cluster_id.rsplit("-", 1)[-1][:6], **limits,
+                                   job_array=bool(cfg("job-array", True) if job_array is None else job_array),
+                                   **site_policy(self._system, config_name))
+        self._submissions = SubmissionQueue(spec, self._system, self._tracker, **self._queue_options)
         self.supervisor = Supervisor.from_config(self, poll_interval, max_start_failures)
         if spec.log_directory:
             files.private_dir(spec.log_directory, tighten=False)
         files.prune_old_runs()
-
         options = {"protocol": protocol, "dashboard_address": ":8787", "security": security,
                    **(scheduler_options if scheduler_options is not None else cfg("scheduler-options", {}) or {})}
         if "host" not in options and "interface" not in options:
             options["interface"] = interface
         self._dashboard_token = dashboard_token(cls_name)
         scheduler = {"cls": functools.partial(gated_scheduler, scheduler_cls, self._dashboard_token), "options": options}
-        worker_options = {"cores": spec.cores, "memory": spec.memory, **given, "config_name": config_name,
-                          "interface": interface, "protocol": protocol, "security": security}
-        super().__init__(scheduler=scheduler, worker=self._worker_spec(job_cls, worker_options),
+        worker = self._default_pool(given, interface=interface, protocol=protocol, security=security)
+        super().__init__(scheduler=scheduler, worker=worker,
                          loop=loop, security=security, silence_logs=silence_logs, asynchronous=asynchronous, name=name)
+        self._add_pools(pools if pools is not None else cfg("pools", {}))
         if n_workers:
             self.scale(n_workers)
 
-    def _worker_spec(self, job_cls: type[Job], options: dict) -> dict:
-        """SpecCluster's template of one "worker": a Job, with the cluster's job keywords
+    def _worker_spec(self, job_cls: type[Job], options: dict, submissions: SubmissionQueue) -> dict:
+        """SpecCluster's template of one "worker": a Job, with the pool's job keywords
         (what dask-jobqueue users read in ``cluster.new_spec``) and its submission queue."""
-        worker: dict[str, Any] = {"cls": job_cls, "options": {**options, "submissions": self._submissions}}
-        spec = self.job_spec
+        worker: dict[str, Any] = {"cls": job_cls, "options": {**options, "submissions": submissions}}
+        spec = submissions.spec
         if spec.workers_per_job > 1:
             worker["group"] = [f"-{i}" for i in range(spec.workers_per_job)]
         return worker
@@ -184,14 +185,16 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
 
     # --- scaling --------------------------------------------------------------------
     def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None):
-        """Scale to ``n`` workers, or ``jobs`` jobs, or enough jobs for ``memory`` / ``cores``."""
-        spec = self.job_spec
-        if n is not None:
-            jobs = max(jobs, math.ceil(n / spec.workers_per_job))
-        if memory is not None:
-            jobs = max(jobs, math.ceil(parse_bytes(memory) / (spec.memory * spec.job_nodes)))
-        if cores is not None:
-            jobs = max(jobs, math.ceil(cores / (spec.cores * spec.job_nodes)))
+        """Scale the default pool to ``n`` workers, or ``jobs`` jobs, or enough jobs for ``memory`` /
+        ``cores`` (other pools: ``cluster.pools[name].scale``)."""
+        jobs = self.pools[DEFAULT].jobs_for(n, jobs, memory, cores)
+        self._before_scale(jobs)
+        self.pools[DEFAULT].resize(jobs)
+        self.loop.add_callback(self._correct_state)
+        return NoOpAwaitable() if self.asynchronous else None
+
+    def _before_scale(self, jobs: int) -> None:
+        """Refuse what cannot be submitted; an explicit scale is the user asking again."""
         if jobs:
             self._refuse_if_closed(f"scale({jobs} jobs)")
         if jobs and not self._system.available():
@@ -206,21 +209,17 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
             if job.status == Status.failed:
                 del self.workers[name]
                 self.worker_spec.pop(name, None)
-        if len(self.worker_spec) > jobs:
-            waiting = {job.name for job in self._submissions.waiting} | (set(self.worker_spec) - set(self.workers))
-            for name in removal_order(self.worker_spec, waiting, {self._job_of(n) for n in self._connected()}):
-                if len(self.worker_spec) > jobs:
-                    del self.worker_spec[name]
-        return super().scale(jobs)
 
     def adapt(self, *args, minimum_jobs: int | None = None, maximum_jobs: int | None = None, **kwargs):
-        """Scale with load between ``minimum_jobs`` and ``maximum_jobs`` (or workers, as in Dask)."""
+        """Scale the default pool with load between ``minimum_jobs`` and ``maximum_jobs`` (or
+        workers, as in Dask); with several pools, only for the work this pool takes."""
         self._refuse_if_closed("adapt()")
         processes = self.job_spec.workers_per_job
         if minimum_jobs is not None:
             kwargs["minimum"] = minimum_jobs * processes
         if maximum_jobs is not None:
             kwargs["maximum"] = maximum_jobs * processes
+        kwargs.setdefault("Adaptive", functools.partial(PoolAdaptive, pool=self.pools[DEFAULT]))
         return super().adapt(*args, **kwargs)
 
     def _refuse_if_closed(self, what: str) -> None:
@@ -261,9 +260,8 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
         """Workers the current jobs could still bring (submission not failed)."""
         if self.supervisor.gave_up:
             return 0
-        ok = sum(1 for name in self.worker_spec
-                 if name not in self.workers or self.workers[name].status != Status.failed)
-        return ok * self.job_spec.workers_per_job
+        return sum(pool.spec.workers_per_job for pool in self.pools.values() for name in pool.names()
+                   if name not in self.workers or self.workers[name].status != Status.failed)
 
     def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
         """Block until ``n_workers`` workers run; raises at once with the batch system's error
@@ -319,6 +317,10 @@ class JobQueueCluster(ClusterReports, Detachable, SpecCluster):
     # --- shutdown -------------------------------------------------------------------
     async def _close(self) -> None:
         self.supervisor.stop()  # jobs that end from now on are not replaced
+        for pool in self.pools.values():  # SpecCluster's close scales the default pool to 0; the others too
+            if pool._adaptive is not None:
+                pool._adaptive.stop()
+            pool.resize(0) if pool.name != DEFAULT else None
         if self.status == Status.running:
             await ask_workers_to_exit(self.scheduler, timeout=5.0)
             await self._tracker.let_end(self._tracker.running_ids(), timeout=10.0)

@@ -29,11 +29,11 @@ class ClusterReports:
         """Every job this cluster submitted (id, name, state, reason, workers, since), then the
         jobs waiting here for their turn (id "-", state "waiting", and why)."""
         workers = Counter(getattr(self.workers.get(self._job_of(name)), "job_id", None) for name in self._connected())
-        return JobTable([JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since)
-                         for j in self._tracker.jobs.values()]
-                        + [JobRow("-", str(job.name), "waiting", self._submissions.waiting_reason(), 0,
-                                  getattr(job, "waiting_since", None) or time.time())
-                           for job in self._submissions.waiting])
+        return JobTable([JobRow(j.job_id, j.name, j.display_state, j.reason, workers[j.job_id], j.since,
+                                self.pool_of(j.name).name) for j in self._tracker.jobs.values()]
+                        + [JobRow("-", str(job.name), "waiting", pool.submissions.waiting_reason(), 0,
+                                  getattr(job, "waiting_since", None) or time.time(), pool.name)
+                           for pool in self.pools.values() for job in pool.submissions.waiting])
 
     def logs(self) -> dict[str, str]:
         """The stdout and stderr of every job, by job id (files that do not exist are left out)."""
@@ -49,7 +49,10 @@ class ClusterReports:
         return f"{self._state_words()} (job name {self.job_spec.job_name})"
 
     def _state_words(self) -> str:
-        """e.g. "6 running, 4 waiting (job submit limit)" or "2 pending (Priority)"."""
+        """e.g. "6 running, 4 waiting (job submit limit)" or "2 pending (Priority)"; with several
+        pools, one part per pool: "default: 2 running; gpu: 1 pending (Resources)"."""
+        if len(self.pools) > 1:
+            return "; ".join(f"{name}: {pool.state_words()}" for name, pool in self.pools.items())
         text = summarize(self._tracker.jobs.values())
         waiting = self._submissions.waiting_summary()
         if waiting:
@@ -57,7 +60,13 @@ class ClusterReports:
         return text
 
     def _repr_html_(self, cluster_status=None) -> str:
-        status = f"<p><b>Jobs:</b> {self._jobs_summary()}</p>"
+        import html
+
+        if len(self.pools) > 1:  # one line per pool
+            status = "".join(f"<p><b>Pool {html.escape(name)}:</b> {html.escape(pool.state_words())}</p>"
+                             for name, pool in self.pools.items())
+        else:
+            status = f"<p><b>Jobs:</b> {html.escape(self._jobs_summary())}</p>"
         return super()._repr_html_(cluster_status=(cluster_status or "") + status)
 
     @property
@@ -75,11 +84,16 @@ class ClusterReports:
         """Core-hours (and GPU-hours) of this cluster's jobs: requested (walltime x cores of
         each job that started), held (run time x cores: what the site charges) and busy (the
         time its workers spent computing tasks, from the scheduler), per pool."""
-        spec = self.job_spec
-        pool = pool_usage(spec.job_name or "workers", self._tracker.jobs.values(), dict(self._busy.seconds),
-                          cores=spec.cores * spec.job_nodes, gpus=int(getattr(spec, "gpus", 0) or 0) * spec.job_nodes,
-                          threads=spec.cores * spec.job_nodes, walltime=spec.walltime, job_of=self._job_of)
-        return Usage({pool.pool: pool})
+        pools = {}
+        for name, pool in self.pools.items():
+            spec = pool.spec
+            label = (spec.job_name or "workers") if len(self.pools) == 1 else name
+            busy = {w: s for w, s in self._busy.seconds.items() if pool.owns(self._job_of(w))}
+            pools[label] = pool_usage(label, [j for j in self._tracker.jobs.values() if pool.owns(j.name)], busy,
+                                      cores=spec.cores * spec.job_nodes, gpus=spec.gpus * spec.job_nodes,
+                                      threads=spec.cores * spec.job_nodes, walltime=spec.walltime,
+                                      job_of=self._job_of)
+        return Usage(pools)
 
     def journal_info(self) -> dict:
         """What `jobqueue list` shows of this cluster (kept in its job journal)."""

@@ -172,14 +172,18 @@ class Head:
         c = self.cluster
         if action == "info":
             return self.info()
+        pool = c.pools[kwargs.pop("pool", None) or "default"] if action in ("scale", "adapt", "adapt-stop") else None
+        if action == "add-pool":
+            c.add_pool(kwargs.pop("name"), **kwargs)
+            return self.info()
         if action == "scale":
-            c.scale(**{k: v for k, v in kwargs.items() if v is not None})
+            pool.scale(**{k: v for k, v in kwargs.items() if v is not None})
             return self.info()
         if action == "adapt":
-            c.adapt(**{k: v for k, v in kwargs.items() if v is not None})
+            pool.adapt(**{k: v for k, v in kwargs.items() if v is not None})
             return self.info()
         if action == "adapt-stop":
-            adaptive = getattr(c, "_adaptive", None)
+            adaptive = c._adaptive if pool.name == "default" else pool._adaptive
             if adaptive is not None:
                 adaptive.stop()
             return self.info()
@@ -198,6 +202,7 @@ class Head:
                 "summary": c._state_words(), "job_ids": list(c.job_ids),
                 "jobs": [dataclasses.astuple(row) for row in c.jobs], "end": self.end, "started": self.started,
                 "adaptive": c._adaptive_running(), "failures": [str(f) for f in c.failures[-3:]],
+                "pools": {name: p.state_words() for name, p in c.pools.items()},
                 "host": socket.gethostname(), "pid": os.getpid()}
 
 

@@ -83,6 +83,15 @@ JOB_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("nanny", None, "Start each worker under a nanny (restarts, memory limits).", bool, "True"),
     Keyword("death_timeout", "death-timeout", "Seconds a worker waits for an unreachable scheduler.", float),
     Keyword("shebang", "shebang", "First line of the job script.", cli=None),
+    Keyword("gpus", "gpus", "GPUs per job (per node with job_nodes); one worker process per GPU unless "
+            "processes says otherwise, each seeing its own (CUDA_VISIBLE_DEVICES) and offering the resource GPU.",
+            int, "0"),
+    Keyword("worker_resources", "worker-resources", 'Dask resources each worker offers, e.g. {"BIGMEM": 1} '
+            "(tasks ask with resources=...); GPU is added with gpus.", list, "{}", cli="--worker-resource"),
+    Keyword("container", "container", 'Image the workers run in, e.g. "/images/dask.sif" (Python, distributed and '
+            "jobqueue inside).", ),
+    Keyword("container_runtime", "container-runtime", "apptainer, singularity, podman-hpc or shifter.",
+            default='"apptainer"'),
 )
 
 # shared by several systems, each with the same meaning
@@ -112,6 +121,8 @@ CLUSTER_KEYWORDS: tuple[Keyword, ...] = (
             "jobqueue.poll-interval (5s)", cli=None),
     Keyword("shared_temp_directory", "shared-temp-directory", "Shared directory for the workers' TLS "
             "credentials.", default="jobqueue.credentials-directory", cli=None),
+    Keyword("pools", "pools", 'More kinds of job, by name: {"gpu": {"queue": "gpu", "gpus": 2}} (the cluster\'s '
+            "keywords, then these); cluster.pools[name].scale/adapt.", default="{}", cli=None),
     Keyword("config_name", None, "Config section to read instead of the system's.", cli=None),
     Keyword("name", None, "Name of the cluster (and prefix of its worker names).", cli=None),
     Keyword("asynchronous", None, "Use the cluster from async code.", bool, "False", cli=None),
@@ -248,8 +259,8 @@ def build_spec(cls_name: str, system: type[BatchSystem], config_name: str, inter
                          f"jobqueue.{config_name}.cores and .memory in the Dask config")
     spec_kwargs["interface"] = interface if interface is not None else cfg("interface")
     spec_kwargs["protocol"] = protocol
-    if spec_kwargs.get("python") is None:
-        spec_kwargs["python"] = sys.executable
+    if spec_kwargs.get("python") is None:  # inside a container: the image's own Python
+        spec_kwargs["python"] = "python3" if spec_kwargs.get("container") else sys.executable
     if spec_kwargs.get("log_directory"):
         spec_kwargs["log_directory"] = os.path.abspath(os.path.expanduser(spec_kwargs["log_directory"]))
     # system keywords JobSpec has no field for (e.g. SGE's parallel_environment)

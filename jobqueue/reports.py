@@ -87,6 +87,7 @@ class JobRow:
     reason: str
     workers: int
     since: float
+    pool: str = "default"
 
 
 class JobTable(list):
@@ -94,20 +95,28 @@ class JobTable(list):
 
     COLUMNS = ("job_id", "name", "state", "reason", "workers", "since")
 
+    def _pools(self) -> bool:
+        return any(r.pool != "default" for r in self)
+
+    def _columns(self) -> tuple[str, ...]:
+        return self.COLUMNS + (("pool",) if self._pools() else ())
+
     def _cells(self) -> list[tuple[str, ...]]:
         now = time.time()
+        pools = self._pools()
         return [(r.job_id, r.name, r.state, r.reason, str(r.workers), f"{now - r.since:.0f}s ago")
-                for r in self]
+                + ((r.pool,) if pools else ()) for r in self]
 
     def __str__(self) -> str:
-        rows = [self.COLUMNS] + self._cells()
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self.COLUMNS))]
+        columns = self._columns()
+        rows = [columns] + self._cells()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
     def _repr_html_(self) -> str:
         import html
 
-        head = "".join(f"<th>{c}</th>" for c in self.COLUMNS)
+        head = "".join(f"<th>{c}</th>" for c in self._columns())
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                        for row in self._cells())
         return f"<table><tr>{head}</tr>{body}</table>"

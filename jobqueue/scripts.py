@@ -93,8 +93,35 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
         argv += ["--interface", spec.interface]
     if spec.protocol is not None:
         argv += ["--protocol", spec.protocol]
+    resources = spec.resources_per_worker
+    if resources and not any(a.startswith("--resources") for a in argv):  # worker_extra_args win
+        argv += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in resources.items())]
     argv += list(extra_args)
-    return argv
+    return container_argv(spec, extra_args) + argv if spec.container else argv
+
+
+def container_argv(spec: JobSpec, extra_args: Sequence[str] = ()) -> list[str]:
+    """The words that run the worker command inside ``spec.container``: the runtime's exec with
+    the directories the workers need bound (their TLS credentials, the log directory, the
+    local directory) and its GPU flag when the job has GPUs."""
+    binds: list[str] = []
+    args = list(extra_args)
+    for i, word in enumerate(args[:-1]):
+        if word.startswith("--tls-"):
+            binds.append(os.path.dirname(args[i + 1]))
+    binds += [d for d in (spec.log_directory, spec.local_directory) if d]
+    binds = list(dict.fromkeys(binds))  # in order, once each
+    runtime, image = spec.container_runtime, spec.container
+    if runtime in ("apptainer", "singularity"):
+        return [runtime, "exec", *(["--bind", ",".join(binds)] if binds else []), *(["--nv"] if spec.gpus else []),
+                image]
+    if runtime == "podman-hpc":
+        volumes = [w for d in binds for w in ("-v", f"{d}:{d}")]
+        return ["podman-hpc", "run", "--rm", "--net", "host", "--env-host", *volumes,
+                *(["--gpu"] if spec.gpus else []), image]
+    # shifter
+    return ["shifter", f"--image={image}", *[f"--volume={d}:{d}" for d in binds],
+            *(["--module=gpu"] if spec.gpus else [])]
 
 
 def fork_start_environment(spec: JobSpec) -> list[str]:

@@ -163,6 +163,65 @@ def _as_tuple(field_name: str, value: Any) -> tuple[str, ...]:
     return tuple(check_line_value(field_name, str(v)) for v in value)
 
 
+def _processes(cores: int, processes: Any, gpus: int) -> int:
+    """Worker processes per job: given, else one per GPU, else about sqrt(cores)."""
+    if processes is None and gpus:
+        if gpus > cores:
+            raise _bad("gpus", gpus, str(cores), f"one worker per GPU needs a core each: at most cores={cores}"
+                       f", or write cores={gpus}, or processes=1 for one worker with all {gpus} GPUs")
+        return gpus
+    if processes is None:
+        return default_processes(cores)
+    n = _int_at_least("processes", processes, 1, "1")
+    if n > cores:
+        raise _bad("processes", processes, str(cores), f"cannot exceed cores={cores}")
+    if cores % n:
+        divisors = [d for d in range(1, cores + 1) if cores % d == 0]
+        threads = cores // n
+        warnings.warn(f"processes={n} does not divide cores={cores}: each worker process gets "
+                      f"{threads} thread{'s' if threads > 1 else ''}, so {cores - threads * n} of "
+                      f"the {cores} cores each job asks for stay unused. Choose processes among {divisors} "
+                      "to use them all.", UserWarning, stacklevel=5)
+    if gpus and gpus % n:
+        raise _bad("processes", n, str(gpus), f"each worker gets the same number of GPUs: processes must divide "
+                   f"gpus={gpus}")
+    return n
+
+
+CONTAINER_RUNTIMES = ("apptainer", "singularity", "podman-hpc", "shifter")
+_RESOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _resources(value: Any) -> tuple[tuple[str, float], ...]:
+    """worker_resources as (name, amount) pairs: a dict {"GPU": 1} or strings "GPU=1"."""
+    if value in (None, "", (), [], {}):
+        return ()
+    example = '{"GPU": 1, "BIGMEM": 1}'
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for word in value:
+            name, sep, amount = str(word).partition("=")
+            if not sep:
+                raise _bad("worker_resources", value, example, f"{word!r} is not NAME=AMOUNT")
+            items.append((name.strip(), amount.strip()))
+    else:
+        raise _bad("worker_resources", value, example, "a dict of resource names and amounts")
+    out = []
+    for name, amount in items:
+        if not _RESOURCE_NAME.match(str(name)):
+            raise _bad("worker_resources", value, example, f"resource name {name!r}: letters, digits, _ . -")
+        try:
+            number = float(amount)
+        except (TypeError, ValueError):
+            raise _bad("worker_resources", value, example, f"amount of {name} is not a number") from None
+        if not number > 0 or not math.isfinite(number):
+            raise _bad("worker_resources", value, example, f"amount of {name} must be positive")
+        out.append((str(name), int(number) if number.is_integer() else number))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What one batch job asks for and what it runs. Build it with :meth:`create`."""
@@ -194,6 +253,10 @@ class JobSpec:
     local_directory: str | None = None
     interface: str | None = None
     protocol: str | None = None
+    gpus: int = 0
+    worker_resources: tuple[tuple[str, float], ...] = ()
+    container: str | None = None
+    container_runtime: str = "apptainer"
     # what only one system reads (SGE's parallel_environment, the MPI script's task count)
     system_options: dict = field(default_factory=dict)
 
@@ -208,19 +271,13 @@ class JobSpec:
             )
         cores_n = _int_at_least("cores", cores, 1, "8")
         memory_b = parse_memory(memory)
-        if processes is None:
-            processes_n = default_processes(cores_n)
-        else:
-            processes_n = _int_at_least("processes", processes, 1, "1")
-            if processes_n > cores_n:
-                raise _bad("processes", processes, str(cores_n), f"cannot exceed cores={cores_n}")
-            if cores_n % processes_n:
-                divisors = [d for d in range(1, cores_n + 1) if cores_n % d == 0]
-                threads = cores_n // processes_n
-                warnings.warn(f"processes={processes_n} does not divide cores={cores_n}: each worker process gets "
-                              f"{threads} thread{'s' if threads > 1 else ''}, so {cores_n - threads * processes_n} of "
-                              f"the {cores_n} cores each job asks for stay unused. Choose processes among {divisors} "
-                              "to use them all.", UserWarning, stacklevel=4)
+        gpus_n = 0 if kwargs.get("gpus") in (None, "") else _int_at_least("gpus", kwargs["gpus"], 0, "2")
+        kwargs["gpus"] = gpus_n
+        processes_n = _processes(cores_n, processes, gpus_n)
+        kwargs["worker_resources"] = _resources(kwargs.get("worker_resources"))
+        if kwargs.get("container_runtime") is not None and kwargs["container_runtime"] not in CONTAINER_RUNTIMES:
+            raise _bad("container_runtime", kwargs["container_runtime"], '"apptainer"',
+                       f"one of {', '.join(CONTAINER_RUNTIMES)}")
         wall = None if walltime in (None, "") else parse_walltime(walltime)
         job_cpu_n = None if job_cpu is None else _int_at_least("job_cpu", job_cpu, 1, "8")
         if kwargs.get("job_nodes") is not None:
@@ -231,7 +288,7 @@ class JobSpec:
             if kwargs.get(key) is not None:
                 kwargs[key] = check_token(key, kwargs[key], '"dask-worker"' if key == "job_name" else '"debug"')
         for key in ("resource_spec", "log_directory", "local_directory", "interface", "protocol",
-                    "python", "worker_command"):
+                    "python", "worker_command", "container"):
             if kwargs.get(key) is not None:
                 kwargs[key] = check_line_value(key, kwargs[key])
         shebang = kwargs.get("shebang")
@@ -251,6 +308,15 @@ class JobSpec:
         kwargs = {k: v for k, v in kwargs.items() if v is not None or k in ("job_name",)}
         return cls(cores=cores_n, memory=memory_b, processes=processes_n, walltime=wall,
                    job_cpu=job_cpu_n, job_mem=job_mem, **kwargs)
+
+    @property
+    def resources_per_worker(self) -> dict[str, float]:
+        """The Dask worker resources each worker offers: ``worker_resources``, and ``GPU`` (its
+        share of the job's GPUs) where the job has GPUs and no GPU resource was given."""
+        out = dict(self.worker_resources)
+        if self.gpus and "GPU" not in out:
+            out["GPU"] = self.gpus // self.processes
+        return out
 
     @property
     def workers_per_job(self) -> int:

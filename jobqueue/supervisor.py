@@ -128,10 +128,12 @@ class Supervisor:
         self.tracker._write_journal()
 
     async def submit_waiting(self) -> None:
-        try:
-            await self.submissions.submit_waiting(lambda: self.cluster.status == Status.running)
-        except JobSubmissionError as exc:
-            self.record_failure(exc)
+        for pool in list(getattr(self.cluster, "pools", {}).values()) or [None]:
+            try:
+                queue = pool.submissions if pool is not None else self.submissions
+                await queue.submit_waiting(lambda: self.cluster.status == Status.running)
+            except JobSubmissionError as exc:
+                self.record_failure(exc)
 
     # --- what happened ------------------------------------------------------------------
     def record_failure(self, exc: Exception, jobs=()) -> None:
@@ -157,17 +159,20 @@ class Supervisor:
     def _replace_before_walltime(self) -> bool:
         """Submit a job's replacement before its workers retire at the walltime, so the
         cluster's capacity does not drop while the replacement waits in the queue."""
-        walltime = self.submissions.spec.walltime
-        if not walltime or self.gave_up or self.cluster.status != Status.running:
+        if self.gave_up or self.cluster.status != Status.running:
             return False
-        margin, stagger = retirement(walltime)
-        retire_from = walltime - margin - stagger
         now = time.time()
         added = False
         for tracked in self.tracker.jobs.values():
             if (tracked.finished or tracked.cancelled_by_us or tracked.replaced_ahead
                     or tracked.started_at is None or not tracked.workers_seen):
                 continue
+            pool = self.cluster.pool_of(tracked.name)
+            walltime = pool.spec.walltime
+            if not walltime:
+                continue
+            margin, stagger = retirement(walltime)
+            retire_from = walltime - margin - stagger
             # workers retire from (walltime - margin - stagger) on; submit the replacement
             # early enough to be running by then, but never at the very start of a job
             if now < tracked.started_at + retire_from - min(margin, retire_from / 2):
@@ -175,7 +180,7 @@ class Supervisor:
             if self._slot_of(tracked) is None or tracked.name not in self.cluster.worker_spec:
                 continue
             tracked.replaced_ahead = True
-            self.cluster.worker_spec.update(self.cluster.new_worker_spec())
+            self.cluster.worker_spec.update(pool.new_worker_spec())
             logger.info("jobqueue: job %s reaches its walltime in %.0f s; submitted its replacement ahead",
                         tracked.job_id, tracked.started_at + walltime - now)
             added = True

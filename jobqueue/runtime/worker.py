@@ -51,8 +51,36 @@ def _install(signum: int, callback) -> None:
         logger.debug("jobqueue preload: cannot install a %s handler outside the main thread", signum)
 
 
+def gpu_devices(index: int, environ=os.environ) -> str | None:
+    """The CUDA_VISIBLE_DEVICES of worker ``index`` of its job: its share of the devices the batch
+    system gave the job (its CUDA_VISIBLE_DEVICES), else of 0..JOBQUEUE_GPUS-1; None without GPUs."""
+    try:
+        per_worker = int(environ["JOBQUEUE_GPUS_PER_WORKER"])
+        total = int(environ.get("JOBQUEUE_GPUS", per_worker))
+    except (KeyError, ValueError):
+        return None
+    given = [d for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    devices = given if len(given) >= total else [str(i) for i in range(total)]
+    mine = devices[index * per_worker:(index + 1) * per_worker]
+    return ",".join(mine) if mine else None
+
+
+def _worker_index(name) -> int:
+    """A worker's place in its job: dask worker --nworkers k names them <name>-0 ... <name>-(k-1)."""
+    try:
+        per_job = int(os.environ["JOBQUEUE_GPUS"]) // int(os.environ["JOBQUEUE_GPUS_PER_WORKER"])
+    except (KeyError, ValueError, ZeroDivisionError):
+        return 0
+    suffix = str(name).rpartition("-")[2]
+    return int(suffix) if per_job > 1 and suffix.isdigit() else 0
+
+
 def _setup_worker(worker) -> None:
     retiring = False
+    if getattr(worker, "nanny", None) is None:  # no nanny to set it before this process started
+        devices = gpu_devices(_worker_index(worker.name))
+        if devices is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices
 
     def retire(reason: str) -> None:
         nonlocal retiring
@@ -95,6 +123,9 @@ def _default_signals_in_child() -> None:
 
 def _setup_nanny(nanny) -> None:
     global _FORK_HANDLER_REGISTERED
+    devices = gpu_devices(_worker_index(getattr(nanny, "name", None) or nanny.worker_kwargs.get("name")))
+    if devices is not None:  # the worker process starts with it (before anything touches CUDA)
+        nanny.env["CUDA_VISIBLE_DEVICES"] = devices
     if not _FORK_HANDLER_REGISTERED:  # one per process, however many nannies it runs
         os.register_at_fork(after_in_child=_default_signals_in_child)
         _FORK_HANDLER_REGISTERED = True

@@ -90,6 +90,9 @@ class FluxSystem(BatchSystem):
                   Directive("-c", str(spec.job_cpu or spec.threads_per_process))]
         else:
             d += [Directive("-N", "1"), Directive("-n", "1"), Directive("-c", str(spec.job_cpu or spec.cores))]
+        if spec.gpus:
+            # GPUs per slot: the job's (one slot), or each worker task's (a slot per worker)
+            d.append(Directive("-g", str(spec.gpus if spec.job_nodes == 1 else spec.gpus // spec.processes)))
         return d
 
     def log_id(self, job_id: str) -> str:

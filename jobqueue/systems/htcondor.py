@@ -114,6 +114,8 @@ class HTCondorSystem(BatchSystem):
             d.update({"LogDirectory": spec.log_directory, "Output": "$(LogDirectory)/worker-$F(MY.JobId).out",
                       "Error": "$(LogDirectory)/worker-$F(MY.JobId).err", "Log": "$(LogDirectory)/worker-$(ClusterId).log",
                       "Stream_Output": True, "Stream_Error": True})
+        if spec.gpus:
+            d["request_gpus"] = spec.gpus
         if spec.walltime:
             d["allowed_job_duration"] = spec.walltime  # HTCondor's nearest to a walltime: held when exceeded
         for skip in spec.job_directives_skip:
@@ -152,6 +154,8 @@ class HTCondorSystem(BatchSystem):
             statements += [f"case $(Process) in {cases} *) echo \"[jobqueue] unexpected proc $(Process)\" >&2; "
                            "exit 64 ;; esac", "export JOBQUEUE_WORKER_NAME"]
         statements += list(context["fork_environment"])
+        if spec.gpus:
+            statements.append(f"export JOBQUEUE_GPUS={spec.gpus} JOBQUEUE_GPUS_PER_WORKER={spec.gpus // spec.processes}")
         if spec.walltime:
             statements += ["JOBQUEUE_JOB_END=`date +%s`",
                            f"JOBQUEUE_JOB_END=`expr $JOBQUEUE_JOB_END + {spec.walltime}`",

@@ -150,6 +150,8 @@ class LSFSystem(BatchSystem):
         d.append(Directive("-n", str(ncpus)))
         if ncpus > 1:
             d.append(Directive("-R", '"span[hosts=1]"'))
+        if spec.gpus:
+            d.append(Directive("-gpu", f'"num={spec.gpus}"'))
         units = opts.get("lsf_units") or lsf_detect_units()
         d.append(Directive("-M", lsf_format_bytes_ceil(int(opts.get("mem") or spec.memory), lsf_units=units)))
         if spec.walltime is not None:

@@ -50,6 +50,18 @@ def return_last_job_property(job_extra_directives: Sequence[str]) -> str | None:
     return None
 
 
+
+def oar_resources(spec: JobSpec) -> str:
+    """OAR's resource hierarchy for one job: cores on one node, or GPUs each with their share of
+    the cores (/gpu=k/core=c: k GPUs with c cores each)."""
+    if not spec.gpus:
+        return f"/nodes=1/core={spec.cores}"
+    if spec.cores % spec.gpus:
+        raise ValueError(f"invalid gpus={spec.gpus} with cores={spec.cores} on OAR: each GPU comes with the same "
+                         f"number of cores (/gpu={spec.gpus}/core=...); write cores as a multiple of gpus, e.g. "
+                         f"cores={spec.gpus * max(1, spec.cores // spec.gpus)}, or a resource_spec")
+    return f"/nodes=1/gpu={spec.gpus}/core={spec.cores // spec.gpus}"
+
 class OARSystem(BatchSystem):
     name = "oar"
     display_name = "OAR"
@@ -95,7 +107,7 @@ class OARSystem(BatchSystem):
             d.append(Directive("-q", spec.queue))
         if spec.project is not None:
             d.append(Directive("--project", spec.project))
-        resources = [spec.resource_spec or f"/nodes=1/core={spec.cores}"]
+        resources = [spec.resource_spec or oar_resources(spec)]
         if spec.walltime is not None:
             resources.append(f"walltime={spec.system_options.get('oar_walltime') or spec.walltime_hms}")
         d.append(Directive("-l", ",".join(resources)))

@@ -136,6 +136,8 @@ class PBSSystem(BatchSystem):
         resource_spec = spec.resource_spec
         if resource_spec is None:
             resource_spec = f"select=1:ncpus={spec.cores}:mem={pbs_format_bytes_ceil(spec.memory)}"
+            if spec.gpus:
+                resource_spec += f":ngpus={spec.gpus}"
         d.append(Directive("-l", resource_spec))
         if spec.walltime is not None:
             d.append(Directive("-l", f"walltime={spec.walltime_hms}"))

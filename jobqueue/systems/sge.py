@@ -106,6 +106,8 @@ class SGESystem(BatchSystem):
             d.append(Directive("-pe", f"{pe} {spec.job_cpu or spec.cores}"))
         if spec.resource_spec is not None:
             d.append(Directive("-l", spec.resource_spec))
+        if spec.gpus:  # the site's GPU consumable, defined per job (docs/pools.md)
+            d.append(Directive("-l", f"gpu={spec.gpus}"))
         if spec.walltime is not None:
             d.append(Directive("-l", f"h_rt={spec.walltime_hms}"))
         d += self.directory_log_directives(spec)

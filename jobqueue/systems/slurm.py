@@ -155,6 +155,8 @@ class SlurmSystem(BatchSystem):
             d.append(Directive("-n", "1"))
             d.append(Directive("--cpus-per-task", str(spec.job_cpu or spec.cores), "="))
         d.append(Directive("--mem", spec.job_mem or slurm_format_bytes_ceil(spec.memory), "="))
+        if spec.gpus:
+            d.append(Directive("--gres", f"gpu:{spec.gpus}", "="))  # per node
         if spec.walltime is not None:
             d.append(Directive("-t", spec.walltime_hms))
         return d

@@ -1,0 +1,165 @@
+"""Worker pools, GPUs and containers.
+
+Golden job scripts for ``gpus=`` and ``container=`` on every system; GPU pinning and the
+keyword checks as units; then real clusters: a container stand-in (records its argv, then
+runs the command) on the real Slurm, and on the real Slurm and Grid Engine a cluster with a
+default CPU pool and a "gpu" pool over a stand-in GPU resource (a Slurm GRES, a Grid Engine
+consumable; ci/slurm/start.sh and ci/sge/start.sh define them), scaled and adapted per pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobqueue.cluster import CLUSTER_CLASSES
+from jobqueue.runtime.worker import gpu_devices
+from jobqueue.scripts import render
+from jobqueue.spec import JobSpec
+from jobqueue.systems import REGISTRY
+
+from util import wait_for
+
+GOLDEN = Path(__file__).parent / "golden"
+STANDIN = str(Path(__file__).parent / "container_standin")
+ADDR = "tls://10.0.0.1:8786"
+TLS_ARGS = ["--tls-ca-file", "/home/u/.jobqueue/tls/ca.pem", "--tls-cert", "/home/u/.jobqueue/tls/cert.pem",
+            "--tls-key", "/home/u/.jobqueue/tls/key.pem"]
+SYSTEM_KEYWORDS = {"lsf": {"lsf_units": "MB"}, "htcondor": {"disk": "1GB"}}
+
+
+@pytest.mark.parametrize("system", list(REGISTRY))
+def test_golden_gpus_and_container(system):
+    """gpus=2 and container= on every system: the GPU request in the system's own words, one
+    worker per GPU offering GPU=1, and the worker command run through apptainer with --nv and
+    the credentials' and logs' directories bound."""
+    cls = CLUSTER_CLASSES[system]
+    spec = cls.build_spec(cores=4, memory="8GB", gpus=2, walltime="01:00:00", container="/images/dask.sif",
+                          log_directory="/scratch/logs", job_name="gpu-worker", **SYSTEM_KEYWORDS.get(system, {}))
+    text = render(spec, cls.system_cls(), scheduler_address=ADDR, worker_name="w-0", extra_worker_args=TLS_ARGS)
+    golden = GOLDEN / f"{system}-gpus-container.sh"
+    if os.environ.get("JOBQUEUE_REGEN_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert "apptainer exec --bind /home/u/.jobqueue/tls,/scratch/logs --nv /images/dask.sif python3 -m " in text
+    assert "--nworkers 2" in text and "--resources GPU=1" in text
+    assert "JOBQUEUE_GPUS=2 JOBQUEUE_GPUS_PER_WORKER=1" in text
+
+
+@pytest.mark.parametrize("runtime,words", [
+    ("singularity", "singularity exec --bind /scratch/logs --nv /i.sif python3"),
+    ("podman-hpc", "podman-hpc run --rm --net host --env-host -v /scratch/logs:/scratch/logs --gpu /i.sif python3"),
+    ("shifter", "shifter --image=/i.sif --volume=/scratch/logs:/scratch/logs --module=gpu python3"),
+])
+def test_each_container_runtime(runtime, words):
+    spec = CLUSTER_CLASSES["slurm"].build_spec(cores=2, memory="2GB", gpus=1, container="/i.sif",
+                                               container_runtime=runtime, log_directory="/scratch/logs")
+    assert words in render(spec, CLUSTER_CLASSES["slurm"].system_cls(), scheduler_address=ADDR)
+
+
+def test_gpu_pinning_per_worker():
+    env = {"JOBQUEUE_GPUS": "4", "JOBQUEUE_GPUS_PER_WORKER": "1"}
+    assert [gpu_devices(i, env) for i in range(4)] == ["0", "1", "2", "3"]
+    # the batch system's own assignment wins (Slurm with gres.conf File=, a GPU-aware SGE)
+    env["CUDA_VISIBLE_DEVICES"] = "4,5,6,7"
+    assert [gpu_devices(i, env) for i in range(4)] == ["4", "5", "6", "7"]
+    assert gpu_devices(0, {"JOBQUEUE_GPUS": "4", "JOBQUEUE_GPUS_PER_WORKER": "2"}) == "0,1"
+    assert gpu_devices(1, {"JOBQUEUE_GPUS": "4", "JOBQUEUE_GPUS_PER_WORKER": "2"}) == "2,3"
+    assert gpu_devices(0, {}) is None
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(cores=1, gpus=2), "at most cores=1"),
+    (dict(cores=4, gpus=3, processes=2), "processes must divide gpus=3"),
+    (dict(cores=2, worker_resources={"GPU": -1}), "must be positive"),
+    (dict(cores=2, worker_resources=["BIGMEM"]), "is not NAME=AMOUNT"),
+    (dict(cores=2, container="/i.sif", container_runtime="docker"), "apptainer, singularity, podman-hpc, shifter"),
+])
+def test_bad_gpu_resource_and_container_keywords(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        JobSpec.create(memory="2GB", **kwargs)
+
+
+def test_worker_resources_and_a_pool_name_are_checked_before_submitting():
+    spec = JobSpec.create(cores=4, memory="8GB", gpus=4, processes=2, worker_resources={"BIGMEM": 1})
+    assert spec.resources_per_worker == {"BIGMEM": 1, "GPU": 2}
+    from jobqueue import LocalCluster
+
+    with LocalCluster(cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+        for bad in ("9x", "has space", "default"):
+            with pytest.raises(ValueError, match="pool"):
+                cluster.add_pool(bad, cores=1)
+        with pytest.raises(ValueError, match="gpus"):
+            cluster.add_pool("gpu", cores=1, gpus=2)
+        assert list(cluster.pools) == ["default"] and not cluster.tracker.jobs
+
+
+@pytest.mark.parametrize("system", ["slurm"])
+def test_workers_run_through_the_container_runtime(system, backend, tmp_path, monkeypatch):
+    """container= on the real Slurm, with a stand-in apptainer on PATH: the worker command ran
+    through it (exec, the binds the workers need, then the image), and the workers computed."""
+    from distributed import Client
+
+    record = tmp_path / "apptainer.jsonl"
+    monkeypatch.setenv("PATH", f"{STANDIN}:{os.environ['PATH']}")
+    monkeypatch.setenv("CONTAINER_STANDIN_RECORD", str(record))
+    with backend.cls(cores=1, memory="1GB", processes=1, walltime="00:10:00", container="/images/dask.sif",
+                     python=sys.executable, log_directory=str(tmp_path / "logs")) as cluster:
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            assert client.submit(sum, range(10)).result() == 45
+        script = cluster.job_script()
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(calls) == 2, calls
+    tls_dir = os.path.dirname(cluster.security.tls_ca_file)
+    for call in calls:
+        args = call["args"]
+        assert args[:2] == ["exec", "--bind"] and args[3] == "/images/dask.sif", args
+        assert set(args[2].split(",")) == {tls_dir, str(tmp_path / "logs")}, args
+        assert args[4:7] == [sys.executable, "-m", "distributed.cli.dask_worker"], args
+    assert "apptainer exec --bind" in script
+
+
+def _burst(client, n, resources=None, seconds=2.0):
+    return client.map(lambda i, s=seconds: (time.sleep(s), os.environ.get("CUDA_VISIBLE_DEVICES", "none"))[1],
+                      range(n), resources=resources, pure=False)
+
+
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_a_cpu_pool_and_a_gpu_pool_adapt_each_to_their_own_work(system, backend):
+    """The issue's scenario on a real batch system with a stand-in GPU resource: tasks that need
+    a GPU run only on the gpu pool's workers; under adapt, a burst of them grows only the gpu
+    pool, a burst of plain tasks only the default pool, and both shrink back when idle."""
+    from distributed import Client
+
+    with backend.cls(cores=1, memory="1GB", processes=1, walltime="00:15:00") as cluster:
+        gpu = cluster.add_pool("gpu", cores=1, memory="1GB", gpus=1)
+        assert gpu.spec.resources_per_worker == {"GPU": 1}
+        text = gpu.job_script()
+        assert ("--gres=gpu:1" in text) if system == "slurm" else ("-l gpu=1" in text)
+        cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=4)
+        gpu.adapt(minimum_jobs=0, maximum_jobs=2, interval="500ms", wait_count=4)
+        with Client(cluster) as client:
+            futures = _burst(client, 8, resources={"GPU": 1})
+            assert wait_for(lambda: gpu.job_ids, timeout=60), cluster.jobs
+            devices = client.gather(futures)
+            assert set(devices) <= {"0"}, devices  # ran on gpu workers only: each sees its GPU 0
+            gpu_jobs = {r.job_id for r in gpu.jobs}
+            assert gpu_jobs and not cluster.pools["default"].jobs, str(cluster.jobs)
+
+            futures = _burst(client, 8)
+            assert wait_for(lambda: cluster.pools["default"].job_ids, timeout=60), cluster.jobs
+            client.gather(futures)
+            assert {r.job_id for r in gpu.jobs} == gpu_jobs, str(cluster.jobs)  # no new gpu job for plain work
+
+            assert wait_for(lambda: not cluster.job_ids, timeout=120), str(cluster.jobs)
+            assert not gpu.job_ids and not cluster.pools["default"].job_ids
+        assert "gpu:" in repr(cluster) and "default:" in repr(cluster)
+        usage = cluster.usage().to_dict()
+        assert set(usage) >= {"default", "gpu"}
