@@ -29,7 +29,8 @@ from .systems.base import BatchSystem, JobState
 # keywords about the worker jobs' size and command; the scheduler job gets its own size
 WORKER_ONLY = {"cores", "memory", "processes", "walltime", "job_cpu", "job_mem", "job_nodes", "resource_spec",
                "worker_extra_args", "worker_command", "nanny", "death_timeout", "local_directory", "job_name",
-               "log_directory", "ncpus", "mem", "job_script_epilogue", "gpus"}
+               "log_directory", "ncpus", "mem", "job_script_epilogue", "gpus", "worker_resources", "container",
+               "container_runtime"}
 # what the batch system's commands need on a compute node, passed from the login node (PATH merged)
 ENVIRONMENT = ("PATH", "PYTHONPATH", "SLURM_CONF", "SGE_ROOT", "SGE_CELL", "SGE_QMASTER_PORT", "SGE_EXECD_PORT",
                "SGE_CLUSTER_NAME", "PBS_CONF_FILE", "PBS_SERVER", "LSF_ENVDIR", "LSF_SERVERDIR", "LSF_BINDIR",

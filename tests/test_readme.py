@@ -50,8 +50,9 @@ def test_readme_named_cluster_example_runs(tmp_path):
     import os
 
     block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "jobqueue up" in b)
+    # a state directory of its own, whose credentials must not become the user's dask config
     env = {**os.environ, "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state"),
-           "DASK_JOBQUEUE__PROGRESS_INTERVAL": "0"}
+           "DASK_JOBQUEUE__TLS_DASK_CONFIG": "false", "DASK_JOBQUEUE__PROGRESS_INTERVAL": "0"}
     before = squeue_ids()
     outputs = []
     try:

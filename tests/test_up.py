@@ -34,8 +34,10 @@ def cli(args, env, timeout=240) -> subprocess.CompletedProcess:
 @pytest.fixture
 def env(backend, tmp_path):
     """The backend's environment with a state directory of this test's own (the scheduler job
-    gets it too: `jobqueue up` passes DASK_* settings on)."""
+    gets it too: `jobqueue up` passes DASK_* settings on), whose credentials stay out of the
+    user's dask config (a later test's plain Client would present them)."""
     return {**backend.environ(), "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state"),
+            "DASK_JOBQUEUE__TLS_DASK_CONFIG": "false",  # its credentials must not become the user's dask config
             "DASK_JOBQUEUE__UP__ENVIRONMENT": json.dumps([k for k in backend.env if k.endswith("EMU_HOME")]),
             "DASK_JOBQUEUE__PROGRESS_INTERVAL": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
 
