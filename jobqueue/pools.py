@@ -174,7 +174,9 @@ class Pool:
         sched = self.cluster.scheduler
         waiting = itertools.chain(getattr(sched, "unrunnable", ()), getattr(sched, "queued", ()))
         count = sum(1 for ts in waiting if self.can_run(ts))
-        count += sum(len(ws.processing) for ws in self.worker_states())
+        # its running tasks that are its kind of work (plain tasks may run on a GPU worker: they
+        # keep it busy, so it is not retired, but they are no reason to grow the GPU pool)
+        count += sum(1 for ws in self.worker_states() for ts in ws.processing if self.can_run(ts))
         return math.ceil(count / max(1, self.spec.threads_per_process))
 
     def workers_to_close(self, target: int) -> list[str]:
@@ -191,7 +193,9 @@ class Pool:
 
     @property
     def job_ids(self) -> list[str]:
-        return [row.job_id for row in self.jobs if row.state in ("pending", "running")]
+        """This pool's jobs that are queued or running and not being cancelled (as cluster.job_ids)."""
+        tracked = self.cluster.tracker.jobs
+        return [i for i in self.cluster.job_ids if self.owns(tracked[i].name)]
 
     def job_script(self) -> str:
         return self.submissions.render(self.cluster._scheduler_address())
