@@ -92,6 +92,8 @@ JOB_KEYWORDS: tuple[Keyword, ...] = (
             "jobqueue inside).", ),
     Keyword("container_runtime", "container-runtime", "apptainer, singularity, podman-hpc or shifter.",
             default='"apptainer"'),
+    Keyword("cuda_worker", "cuda-worker", "Start the workers with dask-cuda's `dask cuda worker` (one per GPU, "
+            "device memory limits and spilling); dask-cuda must be installed on the compute nodes.", bool, "False"),
 )
 
 # shared by several systems, each with the same meaning
@@ -183,6 +185,13 @@ def resolve(system: type[BatchSystem], given: dict, cfg: Callable[[str], Any]) -
     for key, variable in system.keyword_env.items():
         if not out.get(key) and os.environ.get(variable):
             out[key] = os.environ[variable]  # e.g. PBS's account from $PBS_ACCOUNT, as dask-jobqueue
+    if out.get("cuda_worker"):
+        import importlib.util
+
+        if importlib.util.find_spec("dask_cuda") is None:
+            warnings.warn("cuda_worker=True: dask-cuda is not installed in this Python; the workers need it on the "
+                          "compute nodes (pip install dask-cuda there, or use gpus= alone for plain workers pinned "
+                          "to their GPUs)", UserWarning, stacklevel=5)
     for flag in ("nanny", "strict_prologue"):
         if out.get(flag) is None:
             out[flag] = True

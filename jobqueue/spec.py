@@ -257,6 +257,7 @@ class JobSpec:
     worker_resources: tuple[tuple[str, float], ...] = ()
     container: str | None = None
     container_runtime: str = "apptainer"
+    cuda_worker: bool = False
     # what only one system reads (SGE's parallel_environment, the MPI script's task count)
     system_options: dict = field(default_factory=dict)
 
@@ -275,6 +276,9 @@ class JobSpec:
         kwargs["gpus"] = gpus_n
         processes_n = _processes(cores_n, processes, gpus_n)
         kwargs["worker_resources"] = _resources(kwargs.get("worker_resources"))
+        if kwargs.get("cuda_worker") and (not gpus_n or processes_n != gpus_n or (kwargs.get("job_nodes") or 1) != 1):
+            raise _bad("cuda_worker", True, "True, gpus=2", "dask-cuda starts one worker per GPU of a one-node job: "
+                       "give gpus, leave processes out (or equal to gpus) and job_nodes at 1")
         if kwargs.get("container_runtime") is not None and kwargs["container_runtime"] not in CONTAINER_RUNTIMES:
             raise _bad("container_runtime", kwargs["container_runtime"], '"apptainer"',
                        f"one of {', '.join(CONTAINER_RUNTIMES)}")

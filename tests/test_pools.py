@@ -163,3 +163,21 @@ def test_a_cpu_pool_and_a_gpu_pool_adapt_each_to_their_own_work(system, backend)
         assert "gpu:" in repr(cluster) and "default:" in repr(cluster)
         usage = cluster.usage().to_dict()
         assert set(usage) >= {"default", "gpu"}
+
+
+def test_dask_cuda_worker_where_installed():
+    """cuda_worker=True: dask-cuda's `dask cuda worker` starts the job's workers (one per GPU,
+    its own device pinning, so jobqueue exports none); without dask-cuda here, a warning says
+    it must be on the compute nodes."""
+    import importlib.util
+
+    cls = CLUSTER_CLASSES["slurm"]
+    with pytest.warns(UserWarning, match="dask-cuda") if importlib.util.find_spec("dask_cuda") is None else \
+            __import__("contextlib").nullcontext():
+        spec = cls.build_spec(cores=4, memory="8GB", gpus=2, cuda_worker=True)
+    text = render(spec, cls.system_cls(), scheduler_address=ADDR, worker_name="w-0", extra_worker_args=TLS_ARGS)
+    assert f"-m dask cuda worker {ADDR} --name w-0 --nthreads 2 --memory-limit 3.73GiB" in text
+    assert "--resources GPU=1" in text and "--nworkers" not in text and "JOBQUEUE_GPUS" not in text
+    assert "#SBATCH --gres=gpu:2" in text
+    with pytest.raises(ValueError, match="one worker per GPU"):
+        cls.build_spec(cores=4, memory="8GB", gpus=2, processes=1, cuda_worker=True)

@@ -154,7 +154,7 @@ class HTCondorSystem(BatchSystem):
             statements += [f"case $(Process) in {cases} *) echo \"[jobqueue] unexpected proc $(Process)\" >&2; "
                            "exit 64 ;; esac", "export JOBQUEUE_WORKER_NAME"]
         statements += list(context["fork_environment"])
-        if spec.gpus:
+        if spec.gpus and not spec.cuda_worker:
             statements.append(f"export JOBQUEUE_GPUS={spec.gpus} JOBQUEUE_GPUS_PER_WORKER={spec.gpus // spec.processes}")
         if spec.walltime:
             statements += ["JOBQUEUE_JOB_END=`date +%s`",
