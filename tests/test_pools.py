@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -181,3 +182,59 @@ def test_dask_cuda_worker_where_installed():
     assert "#SBATCH --gres=gpu:2" in text
     with pytest.raises(ValueError, match="one worker per GPU"):
         cls.build_spec(cores=4, memory="8GB", gpus=2, processes=1, cuda_worker=True)
+
+
+def test_pools_from_config_repr_and_script(monkeypatch):
+    """A `pools:` config section makes the pools of every cluster of that system; the repr and
+    the Jupyter view have one part per pool; `jobqueue script --pool` prints a pool's script."""
+    import dask
+    from click.testing import CliRunner
+
+    from jobqueue import LocalCluster
+    from jobqueue.cli import main
+
+    pools = {"big": {"cores": 2, "memory": "2GB", "worker_resources": {"BIG": 1}}}
+    with dask.config.set({"jobqueue.local.pools": pools}):
+        with LocalCluster(cores=1, memory="1GB", scheduler_options={"dashboard_address": ":0"}) as cluster:
+            assert list(cluster.pools) == ["default", "big"]
+            big = cluster.pools["big"]
+            assert big.spec.cores == 2 and big.spec.resources_per_worker == {"BIG": 1}
+            assert "--resources BIG=1" in big.job_script() and "--resources" not in cluster.job_script()
+            assert "default: none queued or running; big: none queued or running" in repr(cluster)
+            html = cluster._repr_html_()
+            assert "Pool default:" in html and "Pool big:" in html
+        result = CliRunner().invoke(main, ["script", "local", "--cores", "1", "--memory", "1GB", "--pool", "big"])
+        assert result.exit_code == 0 and "--resources BIG=1" in result.output, result.output
+        result = CliRunner().invoke(main, ["script", "local", "--cores", "1", "--memory", "1GB", "--pool", "gpu"])
+        assert result.exit_code == 2 and "no pool 'gpu'" in result.output
+
+
+@pytest.mark.parametrize("system", ["local"])
+def test_a_pool_in_a_named_cluster(system, backend, tmp_path):
+    """add_pool on an attached cluster: the pool lives in the scheduler job; its workers take
+    the tasks that need its resource."""
+    import subprocess
+    import textwrap
+
+    env = {**backend.environ(), "DASK_JOBQUEUE__STATE_DIRECTORY": str(tmp_path / "state"),
+           "DASK_JOBQUEUE__TLS_DASK_CONFIG": "false", "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = textwrap.dedent("""
+        import jobqueue
+        from distributed import Client
+        cluster = jobqueue.LocalCluster.up("t-pool", cores=1, memory="1GB", processes=1)
+        try:
+            big = cluster.add_pool("big", worker_resources={"BIG": 1})
+            big.scale(jobs=1)
+            cluster.scale(jobs=1)
+            with Client(cluster) as client:
+                client.wait_for_workers(2, timeout=90)
+                where = client.submit(lambda: __import__("distributed").get_worker().name, resources={"BIG": 1},
+                                      pure=False).result()
+            print("POOLS", sorted(cluster.pools), "ROWS", sorted({r.pool for r in cluster.jobs}))
+            print("RAN ON", where)
+        finally:
+            cluster.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
+    assert "POOLS ['big', 'default'] ROWS ['big', 'default']" in out.stdout, out.stdout + out.stderr
+    assert re.search(r"^RAN ON \S+-big-\d+$", out.stdout, re.M), out.stdout  # a worker of the pool "big"
