@@ -317,6 +317,7 @@ class JobQueueCluster(ClusterReports, Detachable, Pools, SpecCluster):
     # --- shutdown -------------------------------------------------------------------
     async def _close(self) -> None:
         self.supervisor.stop()  # jobs that end from now on are not replaced
+        await close_dropped_jobs(self)
         for pool in self.pools.values():  # SpecCluster's close scales the default pool to 0; the others too
             if pool._adaptive is not None:
                 pool._adaptive.stop()
@@ -341,6 +342,16 @@ class JobQueueCluster(ClusterReports, Detachable, Pools, SpecCluster):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             self._scheduler_files = []
+
+
+async def close_dropped_jobs(cluster: JobQueueCluster) -> None:
+    """Close the jobs the supervisor took out of the cluster's slots (they ended) but was stopped
+    from closing (a slow cancel command when the cluster closed): SpecCluster's close expects
+    every job it made to be closed."""
+    for job in list(getattr(cluster, "_created", ())):
+        if job.status == Status.running and job not in cluster.workers.values():
+            with contextlib.suppress(Exception):
+                await job.close()
 
 
 async def ask_workers_to_exit(sched: Scheduler, timeout: float) -> None:

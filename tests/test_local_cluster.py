@@ -264,3 +264,29 @@ def test_local_jobs_run_through_their_shebang_interpreter():
     assert interpreter_argv("#!/usr/bin/env python3 -u -X dev\n", "/j.sh") == ["/usr/bin/env", "python3 -u -X dev",
                                                                                  "/j.sh"]  # one argument, as Linux
     assert interpreter_argv("echo no shebang\n", "/j.sh") == ["/bin/sh", "/j.sh"]
+
+
+def test_close_while_the_supervisor_is_closing_an_ended_job():
+    """A job ended and the supervisor was still closing it (its cancel command slow) when the
+    cluster closed: the close cancelled the supervisor mid-way, leaving that job neither in the
+    cluster's slots nor closed, and SpecCluster's close failed with `AssertionError:
+    Status.running` (seen once under load in the full suite). The cluster closes it itself."""
+    import signal
+
+    with LocalCluster(cores=1, memory="1GB", processes=1, scheduler_options={"dashboard_address": ":0"}) as cluster:
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        job = next(iter(cluster.workers.values()))
+        tracker = cluster.tracker
+        real_cancel = tracker.cancel
+        closing = []
+
+        async def slow_cancel(job_ids):
+            closing.append(job_ids)
+            await asyncio.sleep(3)
+            await real_cancel(job_ids)
+
+        tracker.cancel = slow_cancel
+        os.killpg(int(job.job_id), signal.SIGKILL)  # the job ends outside the cluster's doing
+        assert wait_for(lambda: closing, timeout=30)  # the supervisor is closing it now
+    assert job.status.name in ("closing", "closed", "failed")
