@@ -85,6 +85,24 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
         argv += ["--preload", RUNTIME_PRELOAD]
         if spec.nanny:
             argv += ["--preload-nanny", RUNTIME_PRELOAD]
+    return _worker_tail(spec, argv, extra_args)
+
+
+def cuda_worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str, extra_args: Sequence[str]) -> list[str]:
+    """dask-cuda's worker command: it starts one worker (with its nanny) per GPU the job has and
+    gives each its own CUDA_VISIBLE_DEVICES, so jobqueue's preload only retires them."""
+    argv = [spec.python, "-m", "dask", "cuda", "worker", scheduler_address, "--name", worker_name,
+            "--nthreads", str(spec.threads_per_process),
+            "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", ""), "--preload", RUNTIME_PRELOAD]
+    if spec.death_timeout is not None:
+        argv += ["--death-timeout", _number(spec.death_timeout)]
+    return _worker_tail(spec, argv, extra_args)
+
+
+def _worker_tail(spec: JobSpec, argv: list[str], extra_args: Sequence[str]) -> list[str]:
+    """What every worker command ends with: the local directory, worker_extra_args, interface,
+    protocol, the workers' resources (unless worker_extra_args give them) and the cluster's own
+    arguments; the whole run inside the container where there is one."""
     if spec.local_directory is not None:
         argv += ["--local-directory", spec.local_directory]
     for arg in spec.worker_extra_args:
@@ -98,26 +116,6 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
     resources = spec.resources_per_worker
     if resources and not any(a.startswith("--resources") for a in argv):  # worker_extra_args win
         argv += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in resources.items())]
-    argv += list(extra_args)
-    return container_argv(spec, extra_args) + argv if spec.container else argv
-
-
-def cuda_worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str, extra_args: Sequence[str]) -> list[str]:
-    """dask-cuda's worker command: it starts one worker (with its nanny) per GPU the job has and
-    gives each its own CUDA_VISIBLE_DEVICES, so jobqueue's preload only retires them."""
-    argv = [spec.python, "-m", "dask", "cuda", "worker", scheduler_address, "--name", worker_name,
-            "--nthreads", str(spec.threads_per_process),
-            "--memory-limit", format_bytes(spec.memory_per_process).replace(" ", ""), "--preload", RUNTIME_PRELOAD]
-    if spec.death_timeout is not None:
-        argv += ["--death-timeout", _number(spec.death_timeout)]
-    if spec.local_directory is not None:
-        argv += ["--local-directory", spec.local_directory]
-    for arg in spec.worker_extra_args:
-        argv += arg.split()
-    for flag, value in (("--interface", spec.interface), ("--protocol", spec.protocol)):
-        if value is not None:
-            argv += [flag, value]
-    argv += ["--resources", ",".join(f"{k}={_number(v)}" for k, v in spec.resources_per_worker.items())]
     argv += list(extra_args)
     return container_argv(spec, extra_args) + argv if spec.container else argv
 
