@@ -97,9 +97,9 @@ def script(system: str, scheduler_address: str | None, template: str | None, int
         if pool not in pools:
             raise click.UsageError(f"no pool {pool!r} in jobqueue.{cls.config_name}.pools (pools there: "
                                    f"{', '.join(pools) or 'none'})")
-        if pools[pool].get("gpus") and "processes" not in pools[pool]:
-            kwargs.pop("processes", None)
-        kwargs.update(pools[pool])
+        from .pools import pool_keywords
+
+        kwargs = pool_keywords(kwargs, pools[pool])
     try:
         spec = cls.build_spec(interface=interface, **kwargs)
         if template is None:
@@ -154,7 +154,9 @@ def demo(system: str, jobs: int, timeout: float) -> None:
                        f"(expected {sum(i * i for i in range(40))})")
             workers = {w["name"] for w in client.scheduler_info()["workers"].values()}
     submitted = list(cluster.tracker.jobs)
-    left = _wait_until_gone(cluster.batch_system, submitted, timeout=30)
+    from .detached import wait_gone
+
+    left = wait_gone(cluster.batch_system, submitted, timeout=30, interval=0.25)
     click.echo(f"cluster closed after {time.monotonic() - t0:.1f} s: {len(submitted)} job(s) submitted, "
                f"workers used: {', '.join(sorted(workers))}; "
                + (f"{system} lists none of them as queued or running any more." if not left
@@ -335,19 +337,6 @@ def tls() -> None:
     else:
         click.echo("dask config: not written (jobqueue.tls-dask-config is false or the directory is not "
                    "writable); set DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY")
-
-
-def _wait_until_gone(system, job_ids: list[str], timeout: float) -> list[str]:
-    """Ask the batch system itself (not our bookkeeping) until none of job_ids is alive."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        statuses = asyncio.run(system.status(job_ids))
-        alive = [i for i, st in statuses.items() if not st.state.finished and not st.gone]  # gone: purged
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.25)
 
 
 def _progress(futures, width: int = 40) -> None:

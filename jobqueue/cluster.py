@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 import dask
 from dask.utils import parse_timedelta
 from distributed.core import Status
-from distributed.utils import NoOpAwaitable
 from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
 from distributed.scheduler import Scheduler
@@ -33,7 +32,7 @@ from .commands import CommandError
 from .dashboard import dashboard_token, gated_scheduler
 from .detached import Detachable
 from .job import Job, JobSubmissionError, job_class
-from .pools import DEFAULT, Pool, PoolAdaptive, Pools
+from .pools import DEFAULT, PoolAdaptive, Pools
 from .submission import SubmissionQueue, site_policy
 from .cluster_reports import ClusterReports
 from .reports import WaitProgress
@@ -187,11 +186,7 @@ class JobQueueCluster(ClusterReports, Detachable, Pools, SpecCluster):
     def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None):
         """Scale the default pool to ``n`` workers, or ``jobs`` jobs, or enough jobs for ``memory`` /
         ``cores`` (other pools: ``cluster.pools[name].scale``)."""
-        jobs = self.pools[DEFAULT].jobs_for(n, jobs, memory, cores)
-        self._before_scale(jobs)
-        self.pools[DEFAULT].resize(jobs)
-        self.loop.add_callback(self._correct_state)
-        return NoOpAwaitable() if self.asynchronous else None
+        return self.pools[DEFAULT].scale(n, jobs=jobs, memory=memory, cores=cores)
 
     def _before_scale(self, jobs: int) -> None:
         """Refuse what cannot be submitted; an explicit scale is the user asking again."""
@@ -321,7 +316,8 @@ class JobQueueCluster(ClusterReports, Detachable, Pools, SpecCluster):
         for pool in self.pools.values():  # SpecCluster's close scales the default pool to 0; the others too
             if pool._adaptive is not None:
                 pool._adaptive.stop()
-            pool.resize(0) if pool.name != DEFAULT else None
+            if pool.name != DEFAULT:
+                pool.resize(0)
         if self.status == Status.running:
             await ask_workers_to_exit(self.scheduler, timeout=5.0)
             await self._tracker.let_end(self._tracker.running_ids(), timeout=10.0)

@@ -13,7 +13,8 @@ import dask
 from distributed.core import Status
 
 from .dashboard import with_token
-from .reports import JobRow, JobTable, job_logs, summarize
+from .pools import DEFAULT
+from .reports import JobRow, JobTable, job_logs
 from .usage import BusyTime, Usage, pool_usage
 
 logger = logging.getLogger("jobqueue")
@@ -53,11 +54,7 @@ class ClusterReports:
         pools, one part per pool: "default: 2 running; gpu: 1 pending (Resources)"."""
         if len(self.pools) > 1:
             return "; ".join(f"{name}: {pool.state_words()}" for name, pool in self.pools.items())
-        text = summarize(self._tracker.jobs.values())
-        waiting = self._submissions.waiting_summary()
-        if waiting:
-            text = ("" if text.startswith("none") else text + ", ") + waiting
-        return text
+        return self.pools[DEFAULT].state_words()
 
     def _repr_html_(self, cluster_status=None) -> str:
         import html

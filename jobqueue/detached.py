@@ -172,7 +172,7 @@ def up(system: str, name: str, jobs: int = 0, *, scheduler_cores: int = 1, sched
         head = _wait_for_head(record, batch, timeout, echo)
     except BaseException:
         asyncio.run(batch.cancel([job_id]))
-        _wait_gone(batch, [job_id], 30)
+        wait_gone(batch, [job_id], 30)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     echo(f"scheduler at {head['address']}; dashboard {head.get('dashboard') or '-'}")
@@ -196,8 +196,9 @@ def _head_keywords(cls, job_kwargs: dict) -> dict:
         if key in job_kwargs:
             raise ValueError(f"invalid keyword {key}= for a named cluster: its scheduler job sets it; leave it out"
                              + (" and pass jobs=N" if key == "n_workers" else ""))
-    cls.build_spec(**{k: v for k, v in job_kwargs.items() if k not in cluster_keys or k == "interface"})
-    return {k: v for k, v in job_kwargs.items() if k not in WORKER_ONLY and (k not in cluster_keys or k == "interface")}
+    job = {k: v for k, v in job_kwargs.items() if k not in cluster_keys or k == "interface"}
+    cls.build_spec(**job)
+    return {k: v for k, v in job.items() if k not in WORKER_ONLY}
 
 
 def _start_workers(record: dict, jobs: int, echo) -> None:
@@ -261,15 +262,16 @@ def _log_tail(record: dict, lines: int = 30) -> str:
     return "\n".join(parts) or "(no log written)"
 
 
-def _wait_gone(batch: BatchSystem, job_ids: list[str], timeout: float) -> list[str]:
-    """Ask the batch system until none of ``job_ids`` is queued or running; the ones still alive."""
+def wait_gone(batch: BatchSystem, job_ids: list[str], timeout: float, interval: float = 0.5) -> list[str]:
+    """Ask the batch system itself (not our bookkeeping) until none of ``job_ids`` is queued or
+    running (a job it purged counts as ended); the ones still alive."""
     deadline = time.monotonic() + timeout
     while True:
         statuses = asyncio.run(batch.status(job_ids)) if job_ids else {}
         alive = [i for i, st in statuses.items() if not st.state.finished and not st.gone]
         if not alive or time.monotonic() > deadline:
             return alive
-        time.sleep(0.5)
+        time.sleep(interval)
 
 
 def down(name: str, timeout: float = 60, echo: Callable[[str], None] = print) -> None:
@@ -299,10 +301,10 @@ def down(name: str, timeout: float = 60, echo: Callable[[str], None] = print) ->
         echo(line)
         if ok:
             os.unlink(record["head"]["journal"])
-    left = _wait_gone(batch, [i for i in [head_id, *workers] if i and record["system"] != "local"], 30)
+    left = wait_gone(batch, [i for i in [head_id, *workers] if i and record["system"] != "local"], 30)
     if left:
         asyncio.run(batch.cancel(left))
-        left = _wait_gone(batch, left, 30)
+        left = wait_gone(batch, left, 30)
     if left:
         raise RuntimeError(f"{record['system']} still lists jobs {' '.join(left)} of cluster {name!r}; "
                            f"run `jobqueue down {name}` again")

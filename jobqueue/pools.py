@@ -35,6 +35,15 @@ if TYPE_CHECKING:
 DEFAULT = "default"
 
 
+def pool_keywords(base: dict, pool: dict) -> dict:
+    """A pool's job keywords: ``base`` (the cluster's), then the pool's own; a pool that gives
+    ``gpus`` but not ``processes`` gets one worker per GPU, not the base's process count."""
+    merged = {**base, **pool}
+    if pool.get("gpus") and "processes" not in pool:
+        merged.pop("processes", None)
+    return merged
+
+
 class Pool:
     """One kind of job in a cluster: ``scale``, ``adapt``, ``jobs``, ``job_ids``, ``job_script``."""
 
@@ -104,9 +113,8 @@ class Pool:
         return jobs
 
     def scale(self, n: int | None = None, jobs: int = 0, memory: str | None = None, cores: int | None = None):
-        """Scale this pool to ``n`` workers, or ``jobs`` jobs, or enough for ``memory`` / ``cores``."""
-        if self.name == DEFAULT:
-            return self.cluster.scale(n, jobs=jobs, memory=memory, cores=cores)
+        """Scale this pool to ``n`` workers, or ``jobs`` jobs, or enough for ``memory`` / ``cores``
+        (``cluster.scale`` is the default pool's)."""
         jobs = self.jobs_for(n, jobs, memory, cores)
         self.cluster._before_scale(jobs)
         self.resize(jobs)
@@ -223,9 +231,8 @@ class Pools:
         from .submission import SubmissionQueue
 
         check_pool_name(name, self.pools)
-        given = {**self._given, "job_name": f"{self.job_spec.job_name or 'dask-worker'}-{name}", **job_kwargs}
-        if job_kwargs.get("gpus") and "processes" not in job_kwargs:
-            given.pop("processes", None)  # one worker per GPU, not the default pool's process count
+        given = pool_keywords({**self._given, "job_name": f"{self.job_spec.job_name or 'dask-worker'}-{name}"},
+                              job_kwargs)
         spec = keywords.build_spec(type(self).__name__, self.system_cls, self.config_name,
                                    interface=self._worker_options["interface"],
                                    protocol=self._worker_options["protocol"], **given)

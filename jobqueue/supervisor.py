@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from distributed.core import Status
 
 from .commands import CommandError
-from .job import JobSubmissionError, SubmissionQueue
+from .job import JobSubmissionError
 from .reports import JobFailedError, describe_end, failure_report
 from .spec import retirement
 from .tracker import JobTracker, TrackedJob
@@ -29,12 +29,11 @@ logger = logging.getLogger("jobqueue")
 
 
 class Supervisor:
-    def __init__(self, cluster: JobQueueCluster, tracker: JobTracker, submissions: SubmissionQueue, *,
+    def __init__(self, cluster: JobQueueCluster, tracker: JobTracker, *,
                  poll_interval: float, fast_poll_interval: float, max_start_failures: int,
                  fast_poll_duration: float = 60):
         self.cluster = cluster
         self.tracker = tracker
-        self.submissions = submissions
         floor = tracker.system.min_query_interval  # the site's policy wins over our own wishes
         self.poll_interval = max(poll_interval, floor)
         self.fast_poll_interval = max(min(poll_interval, fast_poll_interval), floor)
@@ -54,7 +53,7 @@ class Supervisor:
         import dask
         from dask.utils import parse_timedelta
 
-        return cls(cluster, cluster._tracker, cluster._submissions,
+        return cls(cluster, cluster._tracker,
                    poll_interval=parse_timedelta(poll_interval if poll_interval is not None
                                                  else dask.config.get("jobqueue.poll-interval", "5s")),
                    fast_poll_interval=parse_timedelta(dask.config.get("jobqueue.fast-poll-interval", "0.5s")),
@@ -128,10 +127,9 @@ class Supervisor:
         self.tracker._write_journal()
 
     async def submit_waiting(self) -> None:
-        for pool in list(getattr(self.cluster, "pools", {}).values()) or [None]:
+        for pool in list(self.cluster.pools.values()):
             try:
-                queue = pool.submissions if pool is not None else self.submissions
-                await queue.submit_waiting(lambda: self.cluster.status == Status.running)
+                await pool.submissions.submit_waiting(lambda: self.cluster.status == Status.running)
             except JobSubmissionError as exc:
                 self.record_failure(exc)
 
