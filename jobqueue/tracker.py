@@ -296,7 +296,7 @@ class JobTracker:
         absent = [i for i in ids if i not in statuses]
         if absent:
             statuses.update(await self._settle_absent(absent, now))
-        ended = []
+        ended, requeued = [], []
         for job_id in ids:
             job = self.jobs[job_id]
             if job_id not in statuses:
@@ -310,6 +310,12 @@ class JobTracker:
                 job.absent_since = None
                 if job.cancelled_by_us and state == JobState.FAILED:
                     state = JobState.CANCELLED  # killed by our cancel
+            if state == JobState.PENDING and job.started_at is not None and not job.cancelled_by_us:
+                # it ran and is back in the queue: the batch system requeued it (its node failed,
+                # preemption). Its workers are gone and a rerun would start afresh, only later
+                # (Slurm holds a requeued job ~2 min): end it now, so that it is replaced now.
+                state, reason = JobState.FAILED, f"requeued by the batch system: {reason or 'pending again'}"
+                requeued.append(job)
             if (state, reason) != (job.state, job.reason):
                 job.state, job.reason, job.since = state, reason, now
             if code is not None:
@@ -319,9 +325,9 @@ class JobTracker:
             if state.finished:
                 job.ended_at = now
                 ended.append(job)
-        stuck = [j for j in ended if (st := statuses.get(j.job_id)) is not None and st.stuck]
+        # e.g. Grid Engine's Eqw: the job failed but sits in the queue until deleted; requeued jobs
+        stuck = [j for j in ended if (st := statuses.get(j.job_id)) is not None and st.stuck] + requeued
         if stuck:
-            # e.g. Grid Engine's Eqw: the job failed but sits in the queue until deleted
             try:
                 await self.system.cancel([j.job_id for j in stuck])
                 self.commands_issued["cancel"] += 1

@@ -77,6 +77,25 @@ def test_failing_prologue_surfaces_stderr_within_seconds(request, system):
         assert wait_for(lambda: not (set(cluster.tracker.jobs) & squeue_ids()), 30)
 
 
+@slurm
+def test_a_job_the_batch_system_requeues_is_replaced_at_once():
+    """Slurm requeues a running job whose node failed (scontrol requeue does the same) and holds
+    it pending ~2 minutes (BeginTime); its workers are gone. The cluster ends it and submits a
+    replacement now, instead of running with a worker short until the rerun."""
+    with SLURMCluster(cores=1, memory="1GB", processes=1) as cluster:
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            victim = cluster.job_ids[0]
+            subprocess.run(["scontrol", "requeue", victim], check=True, timeout=30)
+            assert wait_for(lambda: cluster.replacements, 60), f"no replacement submitted\n{cluster.jobs}"
+            assert cluster.replacements[0]["job_id"] == victim
+            assert "requeued by the batch system" in cluster.replacements[0]["cause"]
+            assert wait_for(lambda: victim not in squeue_ids(), 30), "the requeued job was left in the queue"
+            assert wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 60)
+            assert client.submit(lambda: 7).result() == 7
+
+
 @pytest.mark.parametrize("system", ["slurm", "local"])
 def test_job_killed_from_outside_is_replaced(request, system):
     cls = _system(request, system)
