@@ -16,7 +16,8 @@ from .tracker import MISSING, TrackedJob, exit_code_from_logs, tail  # noqa: F40
 TAIL_LINES = 20
 # what a dask worker logs when it cannot reach its scheduler
 _UNREACHABLE = ("Timed out trying to connect", "Waiting to connect to", "Failed to connect",
-                "Connection refused", "No route to host", "Timed out during handshake")
+                "Connection refused", "No route to host", "Timed out during handshake",
+                "cannot reach the scheduler")
 
 
 class ClusterEndingWarning(UserWarning):

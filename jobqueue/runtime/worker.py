@@ -16,6 +16,12 @@ retirement instead of an abrupt close, and so do the signals in JOBQUEUE_RETIRE_
 at the run limit, Flux's SIGALRM at expiry). Batch systems signal every process of the job:
 the worker process retires itself; the nanny forwards the signal to its worker and
 waits for it, instead of killing it mid-retirement as dask's own handler would.
+
+A worker (its nanny, if it has one) that has not registered with the scheduler
+JOBQUEUE_REACH_TIMEOUT seconds (default 10) after it started probes the scheduler's
+host and port; if nothing answers there it logs the address it tried, from which host
+and address, and the error, and exits (code 68) -- instead of retrying silently until
+death_timeout -- so the job ends and the cluster reports it within seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import logging
 import os
 import random
 import signal
+import socket
+import sys
 import time
 
 logger = logging.getLogger("jobqueue.runtime")
@@ -144,10 +152,75 @@ def _setup_nanny(nanny) -> None:
         _install(signum, lambda signum=signum: forward(signum))
 
 
+UNREACHABLE_EXIT = 68  # EX_NOHOST
+
+
+def probe(address: str, timeout: float = 5.0) -> str | None:
+    """None if a TCP connection to the host and port of ``address`` opens within ``timeout``,
+    else the error (e.g. "[Errno 113] No route to host")."""
+    from distributed.comm import get_address_host_port
+
+    host, port = get_address_host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def _local_address(address: str) -> str:
+    """This host's address on the way to ``address`` (its hostname's if there is no way)."""
+    from distributed.comm import get_address_host_port
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((get_address_host_port(address)[0], 9))  # UDP: no packet is sent
+            return s.getsockname()[0]
+    except OSError:
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return "?"
+
+
+async def _watch_registration(server, address: str | None, delay: float) -> None:
+    """Exit with the cause if ``server`` is not registered after ``delay`` s and the scheduler's
+    port does not answer; a scheduler that answers but is slow to register us is waited for."""
+    from distributed.core import Status
+
+    await asyncio.sleep(delay)
+    if not address or server.status in (Status.running, Status.closing, Status.closed, Status.closing_gracefully):
+        return
+    error = await asyncio.get_running_loop().run_in_executor(None, probe, address)
+    if error is None:
+        logger.info("jobqueue: not registered after %.0f s, but the scheduler at %s answers: waiting", delay, address)
+        return
+    logger.error("jobqueue: the worker on %s (%s) cannot reach the scheduler at %s: %s. Nothing answered for "
+                 "%.0f s; exiting now rather than waiting death_timeout. The compute nodes need a route to the "
+                 "scheduler's address: create the cluster with interface= naming a network they share.",
+                 socket.gethostname(), _local_address(address), address, error, delay)
+    for handler in logging.getLogger().handlers + logging.getLogger("distributed").handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(UNREACHABLE_EXIT)
+
+
+def _watch(server, address: str | None) -> None:
+    try:
+        delay = float(os.environ.get("JOBQUEUE_REACH_TIMEOUT", "10"))
+    except ValueError:
+        delay = 10.0
+    if delay > 0:
+        server._jobqueue_reach = asyncio.ensure_future(_watch_registration(server, address, delay))
+
+
 def dask_setup(server) -> None:
     from distributed import Nanny, Worker
 
     if isinstance(server, Worker):
         _setup_worker(server)
+        if getattr(server, "nanny", None) is None:  # under a nanny, the nanny watches
+            _watch(server, getattr(getattr(server, "scheduler", None), "address", None))
     elif isinstance(server, Nanny):
         _setup_nanny(server)
+        _watch(server, server.scheduler_addr)
