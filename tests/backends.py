@@ -110,6 +110,39 @@ class Slurm(Backend):
         _run(["scancel", job_id], check=True)
 
 
+class MultiHost(Slurm):
+    """The multi-host site's own Slurm (ci/multihost/start.sh), asked from this machine."""
+    SITE = "/etc/jobqueue-multihost/env"
+    ON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ci", "multihost", "on.sh")
+
+    def environ(self) -> dict:
+        env = super().environ()
+        if os.path.exists(self.SITE):
+            env.update(line.strip().split("=", 1) for line in open(self.SITE) if "=" in line)
+        return env
+
+    def unavailable(self):
+        if not os.path.exists(self.SITE):
+            return "the multi-host site is not set up (start it with `bash ci/multihost/start.sh`, root)"
+        try:
+            pid = open("/run/jobqueue-multihost/mh-login.pid").read().strip()
+            if open(f"/proc/{pid}/comm").read().strip() != "sleep":
+                raise OSError(pid)
+        except OSError:
+            return "the multi-host site's hosts are down (start them with `bash ci/multihost/start.sh`, root)"
+        out = _run(["scontrol", "ping"], env=self.environ())
+        if "UP" not in out.stdout:
+            return f"the site's slurmctld does not answer `scontrol ping`: {out.stdout.strip()} {out.stderr.strip()}"
+        return None
+
+    def live_ids(self):
+        out = _run(["squeue", "-h", "-r", "-o", "%i"], env=self.environ())
+        return {line.strip() for line in out.stdout.splitlines() if line.strip()}
+
+    def kill(self, job_id):
+        _run(["scancel", job_id], check=True, env=self.environ())
+
+
 class SGE(Backend):
     def unavailable(self):
         if not os.path.exists(os.path.join(SGE_BIN, "qsub")):
@@ -195,6 +228,7 @@ class Local(Backend):
         os.killpg(int(job_id), signal.SIGKILL)
 
 
+MULTIHOST = MultiHost("multihost", "SLURMCluster")
 BACKENDS: dict[str, Backend] = {
     "slurm": Slurm("slurm", "SLURMCluster", hold=("--begin=now+600",), hold_reason="BeginTime",
                    bad_queue="nosuchpartition", bad_queue_message="invalid partition",

@@ -14,13 +14,16 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, fluxemu, htcemu, lsfemu, oaremu, pbsemu
+from backends import BACKENDS, MULTIHOST, fluxemu, htcemu, lsfemu, oaremu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
 collect_ignore = ["compat"]
 
 REQUIRED = {s.strip() for s in os.environ.get("JOBQUEUE_TEST_REQUIRE", "").split(",") if s.strip()}
+# the queues this session checks are left empty: all, unless JOBQUEUE_TEST_QUEUES names some
+# (CI runs the multi-host module in a pytest of its own, alongside the rest: each checks its own)
+QUEUES = {s.strip() for s in os.environ.get("JOBQUEUE_TEST_QUEUES", "slurm,sge,multihost,emulators").split(",")}
 
 
 def slurm_unavailable() -> str | None:
@@ -53,6 +56,13 @@ def slurm():
     return True
 
 
+@pytest.fixture(scope="session")
+def multihost():
+    """The multi-host site (ci/multihost/start.sh): its Slurm, asked from this machine."""
+    require("multihost", MULTIHOST.unavailable())
+    return MULTIHOST
+
+
 @pytest.fixture
 def backend(request, monkeypatch):
     """The batch system named by the test's ``system`` parameter, usable, with PATH set."""
@@ -77,23 +87,29 @@ def _quiet_dashboard():
 _preexisting_by_system: dict[str, set[str]] = {}
 
 
+def _queue_backends():
+    return {name: b for name, b in {**BACKENDS, "multihost": MULTIHOST}.items()
+            if name in ("slurm", "sge", "multihost") and name in QUEUES}
+
+
 def pytest_sessionstart(session):
-    for name in ("slurm", "sge"):
-        b = BACKENDS[name]
+    for name, b in _queue_backends().items():
         if b.unavailable() is None:
             _preexisting_by_system[name] = b.live_ids()
 
 
 def pytest_sessionfinish(session, exitstatus):
     for name, before in _preexisting_by_system.items():
-        b = BACKENDS[name]
+        b = _queue_backends()[name]
         if wait_for(lambda: not (b.live_ids() - before), timeout=30):
             continue
         leftover = sorted(b.live_ids() - before)
-        cancel = {"slurm": ["scancel"], "sge": ["/opt/sge/bin/qdel"]}[name]
+        cancel = {"sge": ["/opt/sge/bin/qdel"]}.get(name, ["scancel"])
         subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
+    if "emulators" not in QUEUES:
+        return
     for name, emulator in (("PBS", pbsemu), ("LSF", lsfemu), ("OAR", oaremu), ("HTCondor", htcemu), ("Flux", fluxemu)):
         if not wait_for(lambda: not emulator.live_jobs(), timeout=30):
             print(f"\nERROR: the test run left jobs in the {name} emulator: {' '.join(emulator.live_jobs())}")
