@@ -147,7 +147,7 @@ class SGE(Backend):
     def unavailable(self):
         if not os.path.exists(os.path.join(SGE_BIN, "qsub")):
             return f"{SGE_BIN}/qsub not found (start Grid Engine with `bash ci/sge/start.sh`)"
-        out = _run([os.path.join(SGE_BIN, "qstat")], env=self.environ())
+        out = _run(self.argv("qstat"), env=self.environ())
         if out.returncode != 0:
             return f"Grid Engine's qmaster does not answer: {out.stderr.strip()}"
         return None
@@ -158,7 +158,7 @@ class SGE(Backend):
 
         from jobqueue.systems.sge import _task_ids
 
-        out = _run([os.path.join(SGE_BIN, "qstat"), "-xml"], env=self.environ())
+        out = _run(self.argv("qstat", "-xml"), env=self.environ())
         ids = set()
         for entry in ET.fromstring(out.stdout).iter("job_list"):
             number = (entry.findtext("JB_job_number") or "").strip()
@@ -167,7 +167,21 @@ class SGE(Backend):
         return ids
 
     def kill(self, job_id):
-        _run([os.path.join(SGE_BIN, "qdel"), job_id], env=self.environ(), check=True)
+        _run(self.argv("qdel", job_id), env=self.environ(), check=True)
+
+    def argv(self, command: str, *args: str) -> list[str]:
+        return [os.path.join(SGE_BIN, command), *args]
+
+
+class MultiHostSGE(SGE):
+    """The multi-host site's Grid Engine cell (ci/multihost/sge.sh), asked on its login host
+    (the site's qmaster knows no other host of this machine)."""
+
+    def unavailable(self):
+        return MULTIHOST.unavailable() or super().unavailable()
+
+    def argv(self, command: str, *args: str) -> list[str]:
+        return [MultiHost.ON, "mh-login", *super().argv(command, *args)]
 
 
 class PBS(Backend):
@@ -229,6 +243,8 @@ class Local(Backend):
 
 
 MULTIHOST = MultiHost("multihost", "SLURMCluster")
+MULTIHOST_SGE = MultiHostSGE("multihost-sge", "SGECluster", path=SGE_BIN,
+                             env={"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "multihost"})
 BACKENDS: dict[str, Backend] = {
     "slurm": Slurm("slurm", "SLURMCluster", hold=("--begin=now+600",), hold_reason="BeginTime",
                    bad_queue="nosuchpartition", bad_queue_message="invalid partition",

@@ -14,7 +14,7 @@ import subprocess
 
 import dask
 import pytest
-from backends import BACKENDS, MULTIHOST, fluxemu, htcemu, lsfemu, oaremu, pbsemu
+from backends import BACKENDS, MULTIHOST, MULTIHOST_SGE, fluxemu, htcemu, lsfemu, oaremu, pbsemu
 from util import wait_for
 
 # dask-jobqueue's and dask-mpi's vendored suites run in their own pytest (tests/test_compat.py)
@@ -88,8 +88,8 @@ _preexisting_by_system: dict[str, set[str]] = {}
 
 
 def _queue_backends():
-    return {name: b for name, b in {**BACKENDS, "multihost": MULTIHOST}.items()
-            if name in ("slurm", "sge", "multihost") and name in QUEUES}
+    return {name: b for name, b in {**BACKENDS, "multihost": MULTIHOST, "multihost-sge": MULTIHOST_SGE}.items()
+            if name in ("slurm", "sge", "multihost", "multihost-sge") and name.split("-")[0] in QUEUES}
 
 
 def pytest_sessionstart(session):
@@ -104,8 +104,11 @@ def pytest_sessionfinish(session, exitstatus):
         if wait_for(lambda: not (b.live_ids() - before), timeout=30):
             continue
         leftover = sorted(b.live_ids() - before)
-        cancel = {"sge": ["/opt/sge/bin/qdel"]}.get(name, ["scancel"])
-        subprocess.run(cancel + leftover, timeout=30, env=b.environ(), capture_output=True)
+        for job_id in leftover:
+            try:
+                b.kill(job_id)
+            except subprocess.CalledProcessError:
+                pass  # ended meanwhile
         print(f"\nERROR: the test run left {name} jobs in the queue: {' '.join(leftover)} (cancelled now)")
         session.exitstatus = 1
     if "emulators" not in QUEUES:

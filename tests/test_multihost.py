@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from backends import SGE_BIN
 from util import wait_for
 
 pytestmark = pytest.mark.multihost
@@ -45,10 +46,14 @@ def whereabouts(client):
 _STATE = tempfile.mkdtemp(prefix="jobqueue-multihost-state-")
 
 
-def login_env() -> dict:
+def login_env(system: str = "slurm") -> dict:
     """The environment of the user's commands on the login host: a state directory of this
-    module's own (journals, credentials), so a pytest running alongside never sees its clusters."""
-    return {**os.environ, "DASK_JOBQUEUE__TLS_DASK_CONFIG": "false", "DASK_JOBQUEUE__STATE_DIRECTORY": _STATE}
+    module's own (journals, credentials), so a pytest running alongside never sees its clusters;
+    for Grid Engine, its commands first on PATH (the site's cell comes with on.sh)."""
+    env = {**os.environ, "DASK_JOBQUEUE__TLS_DASK_CONFIG": "false", "DASK_JOBQUEUE__STATE_DIRECTORY": _STATE}
+    if system == "sge":
+        env["PATH"] = f"{SGE_BIN}:{env['PATH']}"
+    return env
 
 
 def on(host: str, *argv: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -56,11 +61,11 @@ def on(host: str, *argv: str, timeout: float = 60, **kw) -> subprocess.Completed
                           timeout=timeout, **kw)
 
 
-def on_login(code: str, tmp_path, timeout: float = 240) -> dict:
+def on_login(code: str, tmp_path, timeout: float = 240, system: str = "slurm") -> dict:
     """Run ``code`` (after PRELUDE) with Python on the login host; return what it passed to result()."""
     script = tmp_path / "login_script.py"
     script.write_text(PRELUDE + textwrap.dedent(code))
-    proc = on(LOGIN, sys.executable, str(script), timeout=timeout, cwd=tmp_path, env=login_env())
+    proc = on(LOGIN, sys.executable, str(script), timeout=timeout, cwd=tmp_path, env=login_env(system))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -68,20 +73,41 @@ def on_login(code: str, tmp_path, timeout: float = 240) -> dict:
 
 @pytest.fixture(autouse=True)
 def site(multihost):
-    """The site, with no job of this test left in its queue afterwards."""
+    """The site, with no job of this test left in its Slurm queue afterwards."""
     before = multihost.live_ids()
     yield multihost
     left = wait_for(lambda: not (multihost.live_ids() - before), 60)
     assert left, f"jobs left in the site's queue: {multihost.live_ids() - before}"
 
 
-def test_workers_on_three_compute_hosts_dial_back_to_the_login_host(tmp_path):
+@pytest.fixture
+def multihost_sge():
+    """The site's Grid Engine cell, with no job of this test left in it afterwards."""
+    from backends import MULTIHOST_SGE
+    from conftest import require
+
+    require("multihost", MULTIHOST_SGE.unavailable())
+    before = MULTIHOST_SGE.live_ids()
+    yield MULTIHOST_SGE
+    left = wait_for(lambda: not (MULTIHOST_SGE.live_ids() - before), 60)
+    assert left, f"jobs left in the site's Grid Engine queue: {MULTIHOST_SGE.live_ids() - before}"
+
+
+@pytest.mark.parametrize("system", ["slurm", "sge"])
+def test_workers_on_three_compute_hosts_dial_back_to_the_login_host(system, tmp_path, request):
     """One whole node per job, three jobs: three hosts, none the login host, addresses on the
-    site network; the scheduler listens on the login host's site address, not loopback."""
+    site network; the scheduler listens on the login host's site address, not loopback.
+    Grid Engine: the site's own cell (qmaster on mh-ctl, an execd per compute host)."""
+    cls = {"slurm": "SLURMCluster", "sge": "SGECluster"}[system]
+    # Grid Engine takes the slots from a parallel environment, as sites set it up (4 per host here)
+    extra = {"slurm": "", "sge": ', job_extra_directives=["-pe smp 4"]'}[system]
+    if system == "sge":
+        request.getfixturevalue("multihost_sge")
     t0 = time.monotonic()
-    got = on_login("""
+    got = on_login(f"""
+        from jobqueue import {cls} as Cluster
         t0 = time.monotonic()
-        with SLURMCluster(cores=4, memory="1GB", processes=1, walltime="00:10:00") as cluster:
+        with Cluster(cores=4, memory="1GB", processes=1, walltime="00:10:00"{extra}) as cluster:
             cluster.scale(jobs=3)
             with Client(cluster) as client:
                 client.wait_for_workers(3, timeout=120)
@@ -89,7 +115,7 @@ def test_workers_on_three_compute_hosts_dial_back_to_the_login_host(tmp_path):
                 total = client.submit(sum, client.map(lambda x: x * x, range(1000))).result()
                 result(login=socket.gethostname(), scheduler=cluster.scheduler_address, ready=ready,
                        workers=whereabouts(client), total=total, jobs=cluster.job_ids)
-    """, tmp_path)
+    """, tmp_path, system=system)
     hosts = [host for host, _ in got["workers"].values()]
     addresses = [address for _, address in got["workers"].values()]
     assert got["login"] == LOGIN
@@ -97,8 +123,8 @@ def test_workers_on_three_compute_hosts_dial_back_to_the_login_host(tmp_path):
     assert sorted(hosts) == sorted(NODES), hosts  # three distinct compute hosts, not the login host
     assert all(a.startswith("tls://10.77.0.1") and "127.0.0." not in a for a in addresses), addresses
     assert got["total"] == sum(x * x for x in range(1000))
-    print(f"\n[measure] 3 workers on {sorted(set(hosts))} connected {got['ready']:.1f} s after the cluster "
-          f"started (whole test {time.monotonic() - t0:.1f} s)")
+    print(f"\n[measure] {system}: 3 workers on {sorted(set(hosts))} connected {got['ready']:.1f} s after the "
+          f"cluster started (whole test {time.monotonic() - t0:.1f} s)")
 
 
 def test_interface_picks_the_network_the_compute_hosts_share(tmp_path):

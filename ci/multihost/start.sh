@@ -11,6 +11,9 @@
 #   mh-node3   10.77.0.13
 #   (this machine's root namespace holds the bridge jqmh0, 10.77.0.1)
 #
+# Grid Engine too (ci/multihost/sge.sh; MULTIHOST_SGE=0 leaves it out): a cell "multihost" of
+# its own, sge_qmaster on mh-ctl, an sge_execd on each compute host, mh-login a submit host.
+#
 # The site's Slurm is a separate cluster from the single-node one of ci/slurm/start.sh (its
 # own slurmctld, its own config /etc/jobqueue-multihost/slurm.conf), so the two never see each
 # other's jobs. Run a command on a host with ci/multihost/on.sh HOST CMD... (nsenter into the
@@ -146,7 +149,8 @@ CONF
 chmod 0644 "$NEW"
 CHANGED=0
 if cmp -s "$NEW" "$CONF"; then rm -f "$NEW"; else mv -f "$NEW" "$CONF"; CHANGED=1; log "wrote $CONF"; fi
-printf 'SLURM_CONF=%s\n' "$CONF" > "$ETC/env"
+# a login shell's environment there: the site's Slurm, and its Grid Engine cell (ci/multihost/sge.sh)
+printf 'SLURM_CONF=%s\nSGE_ROOT=/var/lib/gridengine\nSGE_CELL=multihost\n' "$CONF" > "$ETC/env"
 install -d -m 0755 "$VAR/mh-ctl/state"
 
 # daemon HOST NAME: pid of NAME (slurmctld/slurmd) running on HOST, per its pid file there
@@ -190,4 +194,10 @@ for n in $NODES; do
     sleep 0.2
   done
 done
-log "READY: $(sinfo -h -o '%P %D %T %N' | tr '\n' ' ')- run commands with: ci/multihost/on.sh mh-login CMD..."
+log "Slurm ready: $(sinfo -h -o '%P %D %T %N' | tr '\n' ' ')"
+
+# 6. Grid Engine: a cell of its own, qmaster on mh-ctl, an execd on each compute host
+if [ "${MULTIHOST_SGE:-1}" = 1 ]; then
+  bash "$HERE/sge.sh" | grep -E 'READY|starting|initialising' || die "Grid Engine on the site failed (ci/multihost/sge.sh)"
+fi
+log "READY - run commands with: ci/multihost/on.sh mh-login CMD..."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Take the multi-host site of ci/multihost/start.sh down: cancel its jobs, kill every process
 # of its hosts (slurmctld, slurmd, jobs, the namespace holders), remove the veth pairs, the
-# bridge and the site's names in /etc/hosts. --purge also deletes its state, logs and config.
+# bridge and the site's names in /etc/hosts. --purge also deletes its state, logs and config
+# (the Slurm cluster's and the Grid Engine cell's).
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -22,6 +23,6 @@ done
 ip link del jqmh0 2>/dev/null && echo "[multihost-stop] bridge jqmh0 removed"
 sed -i '/^# jobqueue multihost begin/,/^# jobqueue multihost end/d' /etc/hosts
 if [ "${1:-}" = --purge ]; then
-  rm -rf /var/lib/jobqueue-multihost /var/log/jobqueue-multihost /etc/jobqueue-multihost
+  rm -rf /var/lib/jobqueue-multihost /var/log/jobqueue-multihost /etc/jobqueue-multihost /var/lib/gridengine/multihost
   echo "[multihost-stop] state, logs and config removed"
 fi
