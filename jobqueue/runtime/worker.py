@@ -191,7 +191,10 @@ async def _watch_registration(server, address: str | None, delay: float) -> None
     await asyncio.sleep(delay)
     if not address or server.status in (Status.running, Status.closing, Status.closed, Status.closing_gracefully):
         return
-    error = await asyncio.get_running_loop().run_in_executor(None, probe, address)
+    loop = asyncio.get_running_loop()
+    error = await loop.run_in_executor(None, probe, address)
+    if error is not None and "timed out" in error:  # a scheduler swamped by connections can be slow to accept
+        error = await loop.run_in_executor(None, probe, address, 15.0)
     if error is None:
         logger.info("jobqueue: not registered after %.0f s, but the scheduler at %s answers: waiting", delay, address)
         return
