@@ -253,3 +253,23 @@ def test_unreachable_scheduler_report_names_address_and_suggests_interface(tmp_p
     report = str(err.value)
     assert "could not reach the scheduler" in report and cluster.scheduler_address in report
     assert "interface=" in report and "scheduler_options" in report
+
+
+def test_a_worker_that_cannot_reach_the_scheduler_ends_its_job_within_seconds(tmp_path):
+    """The worker's preload probes the scheduler when it has not registered after
+    JOBQUEUE_REACH_TIMEOUT s: nothing answers, so it exits with the address it tried instead of
+    retrying for death_timeout (60 s here). (tests/test_multihost.py: the same across hosts.)"""
+    tpl = tmp_path / "unreachable.sh.j2"
+    tpl.write_text('{% extends "local.sh.j2" %}{% block worker %}export JOBQUEUE_REACH_TIMEOUT=2\n'
+                   '{{ worker_argv[0] }} -m distributed.cli.dask_worker tcp://127.0.0.1:9 --death-timeout 60 '
+                   '--preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker\n{% endblock %}\n')
+    t0 = time.monotonic()
+    with LocalCluster(cores=1, memory="1GB", processes=1, template=str(tpl), max_start_failures=1) as cluster:
+        cluster.scale(jobs=1)
+        with pytest.raises(JobFailedError) as err:
+            cluster.wait_for_workers(1, timeout=120)
+    elapsed = time.monotonic() - t0
+    report = str(err.value)
+    assert "cannot reach the scheduler at tcp://127.0.0.1:9: [Errno 111] Connection refused" in report, report
+    assert "exit code 68" in report and "interface=" in report, report
+    assert elapsed < 40, f"reported after {elapsed:.0f} s, as if it had waited for death_timeout"
