@@ -229,13 +229,16 @@ with Client() as c:
 """
 
 
-def test_the_srun_bootstrap_across_two_hosts(tmp_path):
-    """A batch script submitted from the login host: srun starts the script on 6 ranks over two
-    hosts (3 each); rank 0 the scheduler, rank 1 the client code, ranks 2-5 workers."""
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+def test_the_mpi_bootstrap_across_two_hosts(launcher, tmp_path):
+    """A batch script submitted from the login host: srun, or mpirun (the mpich wheel's hydra,
+    which starts its proxies through Slurm; ranks talk over MPI), starts the script on 6 ranks
+    over two hosts (3 each); rank 0 the scheduler, rank 1 the client code, ranks 2-5 workers."""
     (tmp_path / "analysis.py").write_text(MPI_SCRIPT)
+    start = {"srun": "srun", "mpirun": f"{os.path.join(os.path.dirname(sys.executable), 'mpirun')} -n 6"}[launcher]
     job = (f"#!/bin/bash\n#SBATCH -N 2\n#SBATCH --ntasks-per-node=3\n#SBATCH --mem=1G\n"
            f"#SBATCH -o {tmp_path}/out.txt\n#SBATCH -e {tmp_path}/err.txt\n"
-           f"srun {sys.executable} {tmp_path}/analysis.py\n")
+           f"{start} {sys.executable} {tmp_path}/analysis.py\n")
     (tmp_path / "job.sh").write_text(job)
     sub = on(LOGIN, "sbatch", "--parsable", str(tmp_path / "job.sh"), cwd=tmp_path)
     assert sub.returncode == 0, sub.stderr
