@@ -145,7 +145,10 @@ def test_bkill_messages_and_the_kill_sequence(lsf):
     script = "#!/bin/bash\ntrap 'echo INT' INT\ntrap 'echo TERM' TERM\necho up\nwhile true; do sleep 0.1; done\n"
     job = _submitted(lsf("bsub", "-o", "k-%J.txt", input=script))
     assert wait_for(lambda: _status(lsf, job)[job].state == JobState.RUNNING, 20)
-    time.sleep(0.5)
+    # the traps are set once the script has said "up" (in the spool until the job ends, as LSF
+    # keeps it); a fixed pause here lost the race under load
+    spooled = os.path.join(lsfemu.HOME, "spool", f"{lsfemu.key_of(job, 0)}.out")
+    assert wait_for(lambda: os.path.exists(spooled) and open(spooled).read().startswith("up"), 20)
     out = lsf("bkill", job)
     assert (out.returncode, out.stdout) == (0, f"Job <{job}> is being terminated\n")
     assert _status(lsf, job)[job].state == JobState.RUNNING  # not ended yet
