@@ -17,6 +17,7 @@ DAEMON_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 log() { echo "[multihost-sge +${SECONDS}s] $*"; }
 die() { echo "[multihost-sge] ERROR: $*" >&2; tail -n 8 "$VAR"/qmaster/messages "$VAR"/execd/*/messages 2>/dev/null >&2; exit 1; }
 on() { bash "$HERE/on.sh" "$@"; }
+. "$HERE/../sge/conf.sh"  # the configuration shared with the single-node cell
 pid_alive() { local pid; pid=$(cat "$1" 2>/dev/null) && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; }
 
 if [ ! -x /usr/sbin/sge_qmaster ] || [ ! -x /opt/sge/bin/qsub ]; then
@@ -32,21 +33,12 @@ sed -e "s|/var/spool/gridengine/spooldb|$VAR/spooldb|" -e "s|/var/spool/gridengi
 cmp -s "$VAR/bootstrap.new" "$COMMON/bootstrap" || install -m 0644 -o sgeadmin -g sgeadmin "$VAR/bootstrap.new" "$COMMON/bootstrap"
 rm -f "$VAR/bootstrap.new"
 echo mh-ctl > "$COMMON/act_qmaster"; chown sgeadmin:sgeadmin "$COMMON/act_qmaster"
-# root may run jobs, no login shells, no mail, accounting flushed every second; execd spool here
-edit_conf() {
-  sed -i -E -e 's/^(min_uid|min_gid)( +).*/\1\20/' \
-    -e 's/^shell_start_mode( +).*/shell_start_mode\1unix_behavior/' \
-    -e 's/^login_shells( +).*/login_shells\1none/' \
-    -e 's/^administrator_mail( +).*/administrator_mail\1none/' \
-    -e 's/^execd_params( +).*/execd_params\1ENABLE_ADDGRP_KILL=TRUE/' \
-    -e "s|^execd_spool_dir( +).*|execd_spool_dir\\1$VAR/execd|" \
-    -e 's/flush_time=[0-9:]+/flush_time=00:00:01/' "$1"
-}
 if [ ! -e "$VAR/spooldb/sge" ]; then
   log "initialising the cell's spool"
   runuser -u sgeadmin -- /usr/share/gridengine/scripts/init_cluster "$SGE_ROOT" "$SGE_CELL" "$VAR/spooldb" sgeadmin \
     >/dev/null || die "init_cluster failed"
-  conf=$(mktemp); cp /usr/share/gridengine/default-configuration "$conf"; chmod 0644 "$conf"; edit_conf "$conf"
+  conf=$(mktemp); cp /usr/share/gridengine/default-configuration "$conf"; chmod 0644 "$conf"
+  sge_edit_global_conf "$conf" "$VAR/execd"
   runuser -u sgeadmin -- "${DAEMON_ENV[@]}" /usr/lib/gridengine/spooldefaults configuration "$conf" \
     || die "spooldefaults configuration failed"
   rm -f "$conf"
@@ -66,15 +58,12 @@ q() { on mh-ctl "$@" >"$TMP/q.out" 2>&1 || { cat "$TMP/q.out" >&2; die "failed: 
 for h in mh-login $NODES; do on mh-ctl qconf -sh 2>/dev/null | grep -qx "$h" || q qconf -ah "$h"; done
 on mh-ctl qconf -ss 2>/dev/null | grep -qx mh-login || q qconf -as mh-login
 on mh-ctl qconf -ssconf > "$TMP/sconf"
-sed -i -E -e 's/^schedule_interval( +).*/schedule_interval\10:0:1/' \
-  -e 's/^flush_submit_sec( +).*/flush_submit_sec\11/' -e 's/^flush_finish_sec( +).*/flush_finish_sec\11/' \
-  -e 's/^job_load_adjustments( +).*/job_load_adjustments\1NONE/' \
-  -e 's/^load_adjustment_decay_time( +).*/load_adjustment_decay_time\10:0:0/' "$TMP/sconf"
+sge_edit_sconf "$TMP/sconf"
 q qconf -Msconf "$TMP/sconf"
 on mh-ctl qconf -sc > "$TMP/complex"
 sed -i -E 's/^(mem_free +mf +MEMORY +<= +YES +)NO /\1YES/' "$TMP/complex"
 q qconf -Mc "$TMP/complex"
-printf 'pe_name smp\nslots 9999\nuser_lists NONE\nxuser_lists NONE\nstart_proc_args NONE\nstop_proc_args NONE\nallocation_rule $pe_slots\ncontrol_slaves FALSE\njob_is_first_task TRUE\nurgency_slots min\naccounting_summary FALSE\nqsort_args NONE\n' > "$TMP/smp"
+sge_smp_pe "$TMP/smp"
 if on mh-ctl qconf -spl 2>/dev/null | grep -qx smp; then q qconf -Mp "$TMP/smp"; else q qconf -Ap "$TMP/smp"; fi
 for h in $NODES; do
   printf 'hostname %s\nload_scaling NONE\ncomplex_values mem_free=4000M\nuser_lists NONE\nxuser_lists NONE\nprojects NONE\nxprojects NONE\nusage_scaling NONE\nreport_variables NONE\n' "$h" > "$TMP/$h"
@@ -82,59 +71,7 @@ for h in $NODES; do
 done
 printf 'group_name @allhosts\nhostlist %s\n' "$NODES" > "$TMP/allhosts"
 if on mh-ctl qconf -shgrpl 2>/dev/null | grep -qx @allhosts; then q qconf -Mhgrp "$TMP/allhosts"; else q qconf -Ahgrp "$TMP/allhosts"; fi
-# the queue: the Debian template of all.q with 4 slots per host, PE smp, on @allhosts
-cat > "$TMP/all.q" <<EOF
-qname all.q
-hostlist @allhosts
-seq_no 0
-load_thresholds NONE
-suspend_thresholds NONE
-nsuspend 1
-suspend_interval 00:05:00
-priority 0
-min_cpu_interval 00:05:00
-processors UNDEFINED
-qtype BATCH INTERACTIVE
-ckpt_list NONE
-pe_list smp
-rerun FALSE
-slots 4
-tmpdir /tmp
-shell /bin/bash
-prolog NONE
-epilog NONE
-shell_start_mode unix_behavior
-starter_method NONE
-suspend_method NONE
-resume_method NONE
-terminate_method NONE
-notify 00:00:60
-owner_list NONE
-user_lists NONE
-xuser_lists NONE
-subordinate_list NONE
-complex_values NONE
-projects NONE
-xprojects NONE
-calendar NONE
-initial_state default
-s_rt INFINITY
-h_rt INFINITY
-s_cpu INFINITY
-h_cpu INFINITY
-s_fsize INFINITY
-h_fsize INFINITY
-s_data INFINITY
-h_data INFINITY
-s_stack INFINITY
-h_stack INFINITY
-s_core INFINITY
-h_core INFINITY
-s_rss INFINITY
-h_rss INFINITY
-s_vmem INFINITY
-h_vmem INFINITY
-EOF
+sge_queue "$TMP/all.q" all.q @allhosts 4  # 4 slots per host, PE smp
 if on mh-ctl qconf -sql 2>/dev/null | grep -qx all.q; then q qconf -Mq "$TMP/all.q"; else q qconf -Aq "$TMP/all.q"; fi
 
 # 4. an sge_execd on every compute host
