@@ -335,6 +335,10 @@ def run_job(key: str) -> None:
     else:
         argv = ["/bin/sh", "-c", " ".join(shlex.quote(a) for a in job["command"])]
     cwd = job["cwd"] if os.path.isdir(job["cwd"]) else "/tmp"
+    # the job starts with default signal dispositions, as under LSF's daemons: a SIGINT ignored by
+    # whoever started this emulator (a shell's background job) would make the job's trap on it void
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
     with open(out_spool, "w") as out, open(err_spool, "w") as err:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
