@@ -61,11 +61,17 @@ def on(host: str, *argv: str, timeout: float = 60, **kw) -> subprocess.Completed
                           timeout=timeout, **kw)
 
 
-def on_login(code: str, tmp_path, timeout: float = 240, system: str = "slurm") -> dict:
-    """Run ``code`` (after PRELUDE) with Python on the login host; return what it passed to result()."""
+def login_python(code: str, tmp_path) -> list[str]:
+    """The command that runs ``code`` (after PRELUDE) with Python on the login host."""
     script = tmp_path / "login_script.py"
     script.write_text(PRELUDE + textwrap.dedent(code))
-    proc = on(LOGIN, sys.executable, str(script), timeout=timeout, cwd=tmp_path, env=login_env(system))
+    return [os.path.join(SITE, "on.sh"), LOGIN, sys.executable, str(script)]
+
+
+def on_login(code: str, tmp_path, timeout: float = 240, system: str = "slurm") -> dict:
+    """Run ``code`` (after PRELUDE) with Python on the login host; return what it passed to result()."""
+    proc = subprocess.run(login_python(code, tmp_path), capture_output=True, text=True, timeout=timeout,
+                          cwd=tmp_path, env=login_env(system))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-6000:]}"
     return json.loads(lines[-1][len("RESULT "):])
@@ -230,7 +236,7 @@ with Client() as c:
 
 
 @pytest.mark.parametrize("launcher", ["srun", "mpirun"])
-def test_the_mpi_bootstrap_across_two_hosts(launcher, tmp_path):
+def test_the_mpi_bootstrap_across_two_hosts(launcher, tmp_path, site):
     """A batch script submitted from the login host: srun, or mpirun (the mpich wheel's hydra,
     which starts its proxies through Slurm; ranks talk over MPI), starts the script on 6 ranks
     over two hosts (3 each); rank 0 the scheduler, rank 1 the client code, ranks 2-5 workers."""
@@ -243,7 +249,7 @@ def test_the_mpi_bootstrap_across_two_hosts(launcher, tmp_path):
     sub = on(LOGIN, "sbatch", "--parsable", str(tmp_path / "job.sh"), cwd=tmp_path)
     assert sub.returncode == 0, sub.stderr
     job_id = sub.stdout.strip()
-    env = MULTIHOST_ENV()
+    env = site.environ()
     assert wait_for(lambda: not _squeue(env, job_id), 180), f"job {job_id} did not end"
     out = (tmp_path / "out.txt").read_text()
     line = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
@@ -255,19 +261,13 @@ def test_the_mpi_bootstrap_across_two_hosts(launcher, tmp_path):
     assert "JobState=COMPLETED" in state and "NodeList=mh-node[" in state, state
 
 
-def MULTIHOST_ENV() -> dict:
-    from backends import MULTIHOST
-
-    return MULTIHOST.environ()
-
-
 def _squeue(env, *ids) -> str:
     argv = ["squeue", "-h", "-o", "%i %T %N"] + (["-j", ",".join(ids)] if ids else [])
     return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30).stdout.strip()
 
 
 @pytest.mark.timeout(420)
-def test_a_compute_host_dies_mid_computation(tmp_path):
+def test_a_compute_host_dies_mid_computation(tmp_path, site):
     """Three jobs over the hosts; the host of one worker dies (every process of it killed, its
     slurmd too) while tasks run: results stay correct, the job is reported, and capacity comes
     back on the surviving hosts."""
@@ -299,18 +299,15 @@ def test_a_compute_host_dies_mid_computation(tmp_path):
                        replacements=cluster.supervisor.replacements, jobs=str(cluster.jobs),
                        replaced_after=time.monotonic() - t0)
     """
-    env = login_env()
-    script = tmp_path / "login_script.py"
-    script.write_text(PRELUDE + textwrap.dedent(code))
-    proc = subprocess.Popen([os.path.join(SITE, "on.sh"), LOGIN, sys.executable, str(script)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(login_python(code, tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=login_env())
     try:
         assert wait_for(lambda: marker.exists() and marker.read_text() or proc.poll() is not None, 180)
         assert proc.poll() is None, proc.communicate()
         victim = marker.read_text()
-        victim_jobs = {i for i, _, nodes in (ln.split() for ln in _squeue(MULTIHOST_ENV()).splitlines())
+        victim_jobs = {i for i, _, nodes in (ln.split() for ln in _squeue(site.environ()).splitlines())
                        if nodes == victim}
-        assert victim_jobs, _squeue(MULTIHOST_ENV())
+        assert victim_jobs, _squeue(site.environ())
         time.sleep(3)  # tasks are running on every worker
         killed = subprocess.run(["bash", os.path.join(SITE, "kill-host.sh"), victim], capture_output=True,
                                 text=True, timeout=60)
@@ -370,10 +367,8 @@ OWNER = """
 def test_the_watchdog_cancels_the_jobs_of_an_owner_killed_on_the_login_host(tmp_path, site):
     """The owner process on the login host is SIGKILLed (its parent does not reap it yet): the
     watchdog, also on the login host, cancels its jobs on the compute hosts."""
-    script = tmp_path / "owner.py"
-    script.write_text(PRELUDE + textwrap.dedent(OWNER))
-    proc = subprocess.Popen([os.path.join(SITE, "on.sh"), LOGIN, sys.executable, str(script)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, text=True, env=login_env())
+    proc = subprocess.Popen(login_python(OWNER, tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                            env=login_env())
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY"), line
