@@ -5,9 +5,9 @@
 # slurmd gone within SlurmdTimeout. ci/multihost/start.sh brings the host back.
 set -uo pipefail
 [ $# = 1 ] || { echo "usage: $0 HOST" >&2; exit 2; }
-pid=$(cat "/run/jobqueue-multihost/$1.pid" 2>/dev/null) || { echo "$0: no host $1" >&2; exit 2; }
-uts=$(readlink "/proc/$pid/ns/uts") || { echo "$0: host $1 is not running" >&2; exit 2; }
-[ "$uts" != "$(readlink /proc/self/ns/uts)" ] || { echo "$0: $1 shares this machine's namespace" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+pid=$(holder "$1") || { echo "$0: host $1 is not up" >&2; exit 2; }
+uts=$(readlink "/proc/$pid/ns/uts")
 for round in 1 2 3; do  # again: a process may fork while the first round kills
   victims=()
   for p in /proc/[0-9]*; do

@@ -7,7 +7,7 @@
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 HOST CMD [ARG...]  (hosts: mh-login mh-ctl mh-node1 mh-node2 mh-node3)" >&2; exit 2; }
 host=$1; shift
-pid=$(cat "/run/jobqueue-multihost/$host.pid" 2>/dev/null) || { echo "$0: no host $host (run ci/multihost/start.sh)" >&2; exit 2; }
-[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] || { echo "$0: host $host is down (run ci/multihost/start.sh)" >&2; exit 2; }
+. "$(dirname "$0")/lib.sh"
+pid=$(holder "$host") || { echo "$0: host $host is not up (run ci/multihost/start.sh)" >&2; exit 2; }
 set -a; . /etc/jobqueue-multihost/env; set +a
 exec nsenter -t "$pid" -n -u -m --wd="$PWD" -- "$@"

@@ -51,14 +51,7 @@ command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v ip 
   || die "needs unshare, nsenter (util-linux) and ip (iproute2)"
 install -d -m 0755 "$ETC" "$VAR" "$RUN" "$LOGS" /run/slurm /var/spool/slurmd
 
-# holder HOST: pid of the process that keeps HOST's namespaces alive, if it runs
-holder() {
-  local pid
-  pid=$(cat "$RUN/$1.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] \
-    && [ "$(readlink "/proc/$pid/ns/uts")" != "$(readlink /proc/self/ns/uts)" ] || return 1
-  echo "$pid"
-}
+. "$HERE/lib.sh"  # holder HOST: the pid that holds the host's namespaces
 on() { local h=$1; shift; nsenter -t "$(holder "$h")" -n -u -m -- "$@"; }
 
 # 1. the network: a bridge in the root namespace, no route from it to anything else

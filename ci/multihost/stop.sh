@@ -7,6 +7,7 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 RUN=/run/jobqueue-multihost
+. "$HERE/lib.sh"
 if [ -s /etc/jobqueue-multihost/env ]; then
   set -a; . /etc/jobqueue-multihost/env; set +a
   timeout 15 scancel --full --quiet -u "$(id -un)" 2>/dev/null || true
@@ -15,7 +16,7 @@ for f in "$RUN"/*.pid; do
   [ -e "$f" ] || continue
   h=$(basename "$f" .pid)
   bash "$HERE/kill-host.sh" "$h" 2>/dev/null
-  pid=$(cat "$f"); [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] && kill -KILL "$pid"
+  pid=$(holder "$h") && kill -KILL "$pid"
   ip link del "$h" 2>/dev/null
   rm -f "$f"
   echo "[multihost-stop] $h down"
