@@ -73,6 +73,11 @@ JOB_KEYWORDS: tuple[Keyword, ...] = (
             cli="--epilogue"),
     Keyword("strict_prologue", "strict-prologue", "A failing prologue line fails the job (reported with its "
             "output); False for sites whose prologue fails harmlessly.", bool, "True"),
+    Keyword("worker_dashboard", "worker-dashboard", "Each worker serves its own Bokeh dashboard (costs each "
+            "worker ~0.5 s of CPU at start; compute nodes' ports are rarely reachable; the scheduler's dashboard "
+            "shows every worker).", bool, "False"),
+    Keyword("lean_start", "lean-start", "Workers start lean: no garbage collection during their imports, libyaml for "
+            "dask's config (jobqueue/runtime/boot); False starts plain `dask worker`.", bool, "True"),
     Keyword("log_directory", "log-directory", "Directory for the jobs' stdout and stderr.",
             default="a private directory under jobqueue.state-directory"),
     Keyword("worker_extra_args", "worker-extra-args", 'Extra arguments of `dask worker`, e.g. ["--lifetime 55m"].',
@@ -192,9 +197,10 @@ def resolve(system: type[BatchSystem], given: dict, cfg: Callable[[str], Any]) -
             warnings.warn("cuda_worker=True: dask-cuda is not installed in this Python; the workers need it on the "
                           "compute nodes (pip install dask-cuda there, or use gpus= alone for plain workers pinned "
                           "to their GPUs)", UserWarning, stacklevel=5)
-    for flag in ("nanny", "strict_prologue"):
+    for flag, default in (("nanny", True), ("strict_prologue", True), ("worker_dashboard", False),
+                          ("lean_start", True)):
         if out.get(flag) is None:
-            out[flag] = True
+            out[flag] = default
     return out
 
 

@@ -26,6 +26,7 @@ _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
 RUNTIME_PRELOAD = "jobqueue.runtime.worker"
 MPI_RUNTIME = "jobqueue.runtime.mpi"
+LEAN_START_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime", "boot")  # its sitecustomize
 
 
 def shell_word(value: object) -> str:
@@ -85,6 +86,8 @@ def worker_argv(spec: JobSpec, scheduler_address: str, worker_name: str,
         argv += ["--preload", RUNTIME_PRELOAD]
         if spec.nanny:
             argv += ["--preload-nanny", RUNTIME_PRELOAD]
+        if not spec.worker_dashboard:
+            argv.append("--no-dashboard")  # no Bokeh import per worker (worker_dashboard=True for it)
     return _worker_tail(spec, argv, extra_args)
 
 
@@ -168,6 +171,17 @@ def fork_start_environment(spec: JobSpec) -> list[str]:
     env.update(pre)
     return [f'[ -n "${{{name}+x}}" ] || export {name}={shell_word(value)}'
             for name, value in env.items() if _NAME.fullmatch(name)]
+
+
+def lean_start_environment(spec: JobSpec) -> list[str]:
+    """Shell lines that give the job's ``dask worker`` the lean start of jobqueue/runtime/boot
+    (no garbage collection during its imports, libyaml for dask's config), which
+    jobqueue's preload ends once the worker command has imported what it needs. Not for
+    containers (their Python need not see this directory) nor other worker commands."""
+    if not spec.lean_start or spec.worker_command != "distributed.cli.dask_worker" or spec.container \
+            or spec.cuda_worker or spec.job_nodes > 1:
+        return []
+    return [f"export JOBQUEUE_LEAN_START=1 PYTHONPATH={shell_word(LEAN_START_DIR)}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -262,6 +276,7 @@ def _render(spec: JobSpec, system: BatchSystem, command: list[str], argv: list[s
         "array_index_env": system.array_index_env,
         "array_first_index": system.array_first_index,
         "fork_environment": fork_start_environment(spec),
+        "lean_environment": lean_start_environment(spec),
         "prologue": list(spec.job_script_prologue),
         "epilogue": list(spec.job_script_epilogue),
         "worker_argv": argv,

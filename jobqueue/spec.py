@@ -242,6 +242,8 @@ class JobSpec:
     job_directives_skip: tuple[str, ...] = ()
     job_script_prologue: tuple[str, ...] = ()
     strict_prologue: bool = True
+    worker_dashboard: bool = False
+    lean_start: bool = True
     job_script_epilogue: tuple[str, ...] = ()
     log_directory: str | None = None
     shebang: str = "#!/usr/bin/env bash"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobqueue.scripts import render, shell_word
+from jobqueue.scripts import LEAN_START_DIR, render, shell_word
 from jobqueue.spec import JobSpec
 from jobqueue.systems import LocalSystem, PBSSystem, SGESystem, SlurmSystem
 
@@ -44,7 +44,8 @@ SYSTEMS = {"slurm": SlurmSystem, "local": LocalSystem, "sge": SGESystem, "pbs": 
 
 def _render(case, **kw):
     spec = JobSpec.create(python="/usr/bin/python3", **CASES[case])
-    return render(spec, SYSTEMS[case.split("-")[0]](), scheduler_address=ADDR, worker_name="w-0", **kw)
+    text = render(spec, SYSTEMS[case.split("-")[0]](), scheduler_address=ADDR, worker_name="w-0", **kw)
+    return text.replace(LEAN_START_DIR, "/site-packages/jobqueue/runtime/boot")  # wherever jobqueue is installed
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -37,6 +37,9 @@ import time
 
 logger = logging.getLogger("jobqueue.runtime")
 
+if "_jobqueue_lean_start" in sys.modules:  # started lean (jobqueue/runtime/boot): the imports are done
+    sys.modules["_jobqueue_lean_start"].finish()
+
 
 def retire_delay(now: float | None = None) -> float | None:
     """Seconds from now until this worker should retire, or None without a walltime."""

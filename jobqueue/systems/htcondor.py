@@ -153,7 +153,7 @@ class HTCondorSystem(BatchSystem):
             cases = " ".join(f"{i}) JOBQUEUE_WORKER_NAME={n} ;;" for i, n in enumerate(context["array_names"]))
             statements += [f"case $(Process) in {cases} *) echo \"[jobqueue] unexpected proc $(Process)\" >&2; "
                            "exit 64 ;; esac", "export JOBQUEUE_WORKER_NAME"]
-        statements += list(context["fork_environment"])
+        statements += list(context["fork_environment"]) + list(context["lean_environment"])
         if spec.gpus and not spec.cuda_worker:
             statements.append(f"export JOBQUEUE_GPUS={spec.gpus} JOBQUEUE_GPUS_PER_WORKER={spec.gpus // spec.processes}")
         if spec.walltime:

@@ -20,4 +20,4 @@ export JOBQUEUE_GPUS=2 JOBQUEUE_GPUS_PER_WORKER=1
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 3600 ))
 export JOBQUEUE_RETIRE_MARGIN=300 JOBQUEUE_RETIRE_STAGGER=60
 
-apptainer exec --bind /home/u/.jobqueue/tls,/scratch/logs --nv /images/dask.sif python3 -m distributed.cli.dask_worker tls://10.0.0.1:8786 --name w-0 --nthreads 2 --memory-limit 3.73GiB --nworkers 2 --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker --resources GPU=1 --tls-ca-file /home/u/.jobqueue/tls/ca.pem --tls-cert /home/u/.jobqueue/tls/cert.pem --tls-key /home/u/.jobqueue/tls/key.pem
+apptainer exec --bind /home/u/.jobqueue/tls,/scratch/logs --nv /images/dask.sif python3 -m distributed.cli.dask_worker tls://10.0.0.1:8786 --name w-0 --nthreads 2 --memory-limit 3.73GiB --nworkers 2 --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker --no-dashboard --resources GPU=1 --tls-ca-file /home/u/.jobqueue/tls/ca.pem --tls-cert /home/u/.jobqueue/tls/cert.pem --tls-key /home/u/.jobqueue/tls/key.pem

@@ -18,8 +18,12 @@ trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 [ -n "${OPENBLAS_NUM_THREADS+x}" ] || export OPENBLAS_NUM_THREADS=1
 [ -n "${PYTHONHASHSEED+x}" ] || export PYTHONHASHSEED=6640
 
+# the worker command starts lean (jobqueue/runtime/boot: no garbage collection during its
+# imports, libyaml for dask's config); lean_start=False for a plain start
+export JOBQUEUE_LEAN_START=1 PYTHONPATH=/site-packages/jobqueue/runtime/boot${PYTHONPATH:+:$PYTHONPATH}
+
 # when this job will be ended, so its workers retire (and hand their data over) in time
 export JOBQUEUE_JOB_END=$(( $(date +%s) + 1800 ))
 export JOBQUEUE_RETIRE_MARGIN=180 JOBQUEUE_RETIRE_STAGGER=60
 
-/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 1 --memory-limit 0.93GiB --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker
+/usr/bin/python3 -m distributed.cli.dask_worker tcp://10.0.0.1:8786 --name w-0 --nthreads 1 --memory-limit 0.93GiB --nanny --death-timeout 60 --preload jobqueue.runtime.worker --preload-nanny jobqueue.runtime.worker --no-dashboard
