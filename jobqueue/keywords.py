@@ -76,8 +76,9 @@ JOB_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("worker_dashboard", "worker-dashboard", "Each worker serves its own Bokeh dashboard (costs each "
             "worker ~0.5 s of CPU at start; compute nodes' ports are rarely reachable; the scheduler's dashboard "
             "shows every worker).", bool, "False"),
-    Keyword("lean_start", "lean-start", "Workers start lean: no garbage collection during their imports, libyaml for "
-            "dask's config (jobqueue/runtime/boot); False starts plain `dask worker`.", bool, "True"),
+    Keyword("lean_start", "lean-start", "Workers start lean (no garbage collection during their imports, libyaml for "
+            "dask's config: jobqueue/runtime/boot) and idle quietly (200 ms event-loop tick); False: dask's "
+            "defaults.", bool, "True"),
     Keyword("log_directory", "log-directory", "Directory for the jobs' stdout and stderr.",
             default="a private directory under jobqueue.state-directory"),
     Keyword("worker_extra_args", "worker-extra-args", 'Extra arguments of `dask worker`, e.g. ["--lifetime 55m"].',

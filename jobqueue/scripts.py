@@ -26,6 +26,7 @@ _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
 RUNTIME_PRELOAD = "jobqueue.runtime.worker"
 MPI_RUNTIME = "jobqueue.runtime.mpi"
+IDLE_TICK = "200ms"  # the workers' event-loop tick (dask's default: 20ms)
 LEAN_START_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime", "boot")  # its sitecustomize
 
 
@@ -177,11 +178,22 @@ def lean_start_environment(spec: JobSpec) -> list[str]:
     """Shell lines that give the job's ``dask worker`` the lean start of jobqueue/runtime/boot
     (no garbage collection during its imports, libyaml for dask's config), which
     jobqueue's preload ends once the worker command has imported what it needs. Not for
-    containers (their Python need not see this directory) nor other worker commands."""
+    containers (their Python need not see this directory) nor other worker commands.
+
+    And a quieter idle: dask's event-loop tick (distributed.admin.tick.interval, which only
+    looks for a blocked loop) every 200 ms instead of 20 ms in nanny and worker -- an idle
+    nanny then costs 0.9 % of a core instead of 2.2 % -- unless the user configured a tick."""
     if not spec.lean_start or spec.worker_command != "distributed.cli.dask_worker" or spec.container \
             or spec.cuda_worker or spec.job_nodes > 1:
         return []
-    return [f"export JOBQUEUE_LEAN_START=1 PYTHONPATH={shell_word(LEAN_START_DIR)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    lines = [f"export JOBQUEUE_LEAN_START=1 PYTHONPATH={shell_word(LEAN_START_DIR)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    import dask
+    import distributed  # noqa: F401  (registers the distributed.* config defaults read here)
+
+    if dask.config.get("distributed.admin.tick.interval", "20ms") in ("20ms", "20 ms", 0.02):
+        lines.append('[ -n "${DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL+x}" ] || '
+                     f"export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL={IDLE_TICK}")
+    return lines
 
 
 @functools.lru_cache(maxsize=32)

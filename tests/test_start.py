@@ -20,9 +20,10 @@ def _state():
     """What a worker (or nanny) process looks like from inside."""
     import gc
 
+    import dask
     import yaml
 
-    return {"gc": gc.isenabled(), "frozen": gc.get_freeze_count() > 0,
+    return {"tick": dask.config.get("distributed.admin.tick.interval"), "gc": gc.isenabled(), "frozen": gc.get_freeze_count() > 0,
             "yaml_safe_load": yaml.safe_load.__module__ == "yaml" and yaml.safe_load.__name__ == "safe_load",
             "pythonpath": os.environ.get("PYTHONPATH", ""), "on_sys_path": [p for p in sys.path if "boot" in p],
             "bokeh": "bokeh" in sys.modules, "lean_module": "_jobqueue_lean_start" in sys.modules,
@@ -52,6 +53,7 @@ def test_workers_start_lean_and_run_as_plain_python():
                 assert state["gc"] and state["frozen"] and state["yaml_safe_load"] and state["lean_module"], state
                 assert LEAN_START_DIR not in state["pythonpath"] and not state["on_sys_path"], state
                 assert not state["bokeh"], state  # no per-worker Bokeh dashboard by default
+                assert state["tick"] == "200ms", state  # a quieter idle loop
             assert set(client.run(_child_state).values()) == {"True False [] None"}
             numpy_sum = lambda n: float(__import__("numpy").arange(n, dtype="f8").sum())  # noqa: E731
             assert client.submit(numpy_sum, 1001).result() == 500500.0
@@ -85,6 +87,7 @@ def test_lean_start_and_worker_dashboard_can_be_switched(tmp_path):
             client.wait_for_workers(1, timeout=60)
             (state,) = client.run(_state).values()
             assert state["gc"] and not state["frozen"] and not state["lean_module"], state
+            assert state["tick"] == "20ms", state  # dask's own
             assert state["bokeh"], state
             (port,) = client.run(lambda dask_worker: dask_worker.http_server.port).values()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=30) as r:
