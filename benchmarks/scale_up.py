@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -59,27 +60,97 @@ class CommandCounter:
 
 
 def _queue_empty(timeout=120):
+    """Wait until the queue is empty and every worker process has exited (so the next run starts
+    on a quiet machine and measures its own memory)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip()
-        if not out:
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "distributed.cli.dask_worker" in
+                   " ".join(p.info["cmdline"] or [])]
+        if not out and not workers:
             return
         time.sleep(0.5)
 
 
-def _run_cluster(cluster_cls, n: int, processes: int, counter: CommandCounter, **kwargs) -> dict:
+class LoopLatency:
+    """How late a callback runs on the scheduler's event loop: a thread asks for one every
+    `interval` seconds and records the delay until it ran (the scheduler's responsiveness)."""
+
+    def __init__(self, loop, interval: float = 0.02):
+        self.loop, self.interval, self.samples = loop, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.loop.add_callback(self._hit, time.perf_counter())
+
+    def _hit(self, t0: float):
+        self.samples.append(time.perf_counter() - t0)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        ms = sorted(x * 1000 for x in self.samples) or [0.0]
+        return {"median_ms": round(ms[len(ms) // 2], 1), "p99_ms": round(ms[int(len(ms) * 0.99)], 1),
+                "max_ms": round(ms[-1], 1)}
+
+
+def _memory_used() -> float:
+    return psutil.virtual_memory().used / 2**30
+
+
+class MemoryPeak:
+    """Peak memory in use on the machine (GiB) while a run ramps up, sampled every 0.2 s."""
+
+    def __init__(self):
+        self.base, self.peak = _memory_used(), 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, _memory_used() - self.base)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _deadline(n: int) -> float:
+    return max(120.0, 4.0 * n)
+
+
+def _ramp(cluster, n: int, t0: float, start) -> dict:
+    """scale (by `start`) and wait for n connected workers, with the loop latency and memory meanwhile."""
     from distributed import Client
 
+    with LoopLatency(cluster.loop) as lat, MemoryPeak() as mem:
+        start()
+        with Client(cluster) as client:
+            client.wait_for_workers(n, timeout=_deadline(n))
+            elapsed = time.perf_counter() - t0
+    return {"seconds": elapsed, "loop_latency": lat.summary(), "memory_gib": round(mem.peak, 2)}
+
+
+def _run_cluster(cluster_cls, n: int, processes: int, counter: CommandCounter, **kwargs) -> dict:
     counter.reset()
     t0 = time.perf_counter()
     with cluster_cls(cores=processes, memory=f"{processes * 500}MB", processes=processes, walltime="00:20:00",
                      scheduler_options={"dashboard_address": ":0"}, **kwargs) as cluster:
-        cluster.scale(n=n)
-        with Client(cluster) as client:
-            client.wait_for_workers(n, timeout=600)
-            elapsed = time.perf_counter() - t0
+        out = _ramp(cluster, n, t0, lambda: cluster.scale(n=n))
     _queue_empty()
-    return {"seconds": elapsed, "submit_commands": counter.count("sbatch")}
+    return {**out, "submit_commands": counter.count("sbatch")}
 
 
 def run_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
@@ -105,27 +176,33 @@ def run_dask_jobqueue(n: int, processes: int, counter: CommandCounter) -> dict:
     return _run_cluster(SLURMCluster, n, processes, counter)
 
 
+FLOOR_COMMAND = "{python} -m distributed.cli.dask_worker {address} --no-nanny --nthreads 1 --memory-limit {memory}"
+
+
 def run_floor(n: int, processes: int, counter: CommandCounter) -> dict:
     """Bare `dask worker --no-nanny` jobs by hand: one sbatch per worker, nothing else."""
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     counter.reset()
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=0, dashboard_address=":0", host=_host_ip()) as sched:
-        address = sched.scheduler_address
-        ids = []
+    ids = []
+
+    def submit():
         for _ in range(n):
             out = subprocess.run(["sbatch", "--parsable", "-n", "1", "--mem=500M", "-o", "/dev/null", "--wrap",
-                                  f"{sys.executable} -m distributed.cli.dask_worker {address} --no-nanny "
-                                  f"--nthreads 1 --memory-limit {WORKER_MEMORY}"],
+                                  FLOOR_COMMAND.format(python=sys.executable, address=address,
+                                                       memory=WORKER_MEMORY)],
                                  capture_output=True, text=True, check=True)
             ids.append(out.stdout.strip())
-        with Client(sched) as client:
-            client.wait_for_workers(n, timeout=600)
-            elapsed = time.perf_counter() - t0
-        subprocess.run(["scancel", *ids])
+
+    with LocalCluster(n_workers=0, dashboard_address=":0", host=_host_ip()) as sched:
+        address = sched.scheduler_address
+        try:
+            out = _ramp(sched, n, t0, submit)
+        finally:
+            subprocess.run(["scancel", *ids])
     _queue_empty()
-    return {"seconds": elapsed, "submit_commands": counter.count("sbatch")}
+    return {**out, "submit_commands": counter.count("sbatch")}
 
 
 def _host_ip() -> str:
@@ -166,11 +243,83 @@ def idle_cost(kind: str, pending: int, idle: float, counter: CommandCounter, set
             "login_cpu_seconds_per_minute": round(cpu_all * 60 / idle, 2)}
 
 
+def _fits(name: str, n: int, done: dict) -> str | None:
+    """None if `name` at n workers should fit this machine's memory, judged by its peak per
+    worker so far; else why it is left out."""
+    per_worker = max((r["memory_gib"] / r["workers"] for r in done.get(name, [])), default=0.0)
+    need, have = per_worker * n * 1.15, psutil.virtual_memory().available / 2**30
+    return None if need < have else f"left out: needs ~{need:.0f} GiB, {have:.0f} GiB available"
+
+
+def _cost_per_worker(rows: list[dict], name: str, p: int) -> dict:
+    """Seconds per added worker from 8 to 32 and from 32 to 128 (where measured), and their ratio."""
+    t = {r["workers"]: r[name]["seconds"] for r in rows
+         if r["processes_per_job"] == p and "seconds" in r.get(name, {})}
+    out = {}
+    if 8 in t and 32 in t:
+        out["8_to_32"] = round((t[32] - t[8]) / 24, 3)
+    if 32 in t and 128 in t:
+        out["32_to_128"] = round((t[128] - t[32]) / 96, 3)
+    if len(out) == 2 and out["8_to_32"] > 0:
+        out["ratio"] = round(out["32_to_128"] / out["8_to_32"], 2)
+    return out
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Time to N workers against N, one line per contender and processes per job (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = {"jobqueue": "C0", "jobqueue-tcp": "C9", "dask-jobqueue": "C3", "floor": "C7"}
+    for name, colour in styles.items():
+        for p, marker, line in ((1, "o", "-"), (4, "s", "--")):
+            pts = [(r["workers"], r[name]["seconds"]) for r in rows
+                   if r["processes_per_job"] == p and "seconds" in r.get(name, {})]
+            if pts:
+                label = f"{name}, {p} worker{'s' if p > 1 else ''}/job" if name != "floor" else "floor: bare --no-nanny"
+                ax.plot(*zip(*pts), marker=marker, linestyle=line, color=colour, label=label)
+    ax.set_xlabel("workers")
+    ax.set_ylabel("seconds from cluster creation to N connected workers")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["workers"] for r in rows}), [str(n) for n in sorted({r["workers"] for r in rows})])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Time to N workers on a real Slurm (2-core machine)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _print_table(rows: list[dict], names: list[str]) -> None:
+    print(f"\n{'N':>4} {'p/job':>5} | " + " | ".join(f"{n:>13}" for n in names) + " | jq/djq jq/floor")
+    for r in rows:
+        cells = []
+        for name in names:
+            c = r.get(name, {})
+            cells.append(f"{c['seconds']:>7.2f} ({c['submit_commands']:>3})" if "seconds" in c
+                         else f"{'-' if not c else c['skipped'].split(':')[0]:>13}")
+        jq, dj, fl = (r.get(k, {}).get("seconds") for k in ("jobqueue", "dask-jobqueue", "floor"))
+        ratio = f"{jq / dj:.2f}" if jq and dj else "-"
+        rfloor = f"{jq / fl:.2f}" if jq and fl else "-"
+        print(f"{r['workers']:>4} {r['processes_per_job']:>5} | " + " | ".join(cells) + f" | {ratio:>6} {rfloor:>8}")
+    print("(seconds (sbatch calls); jobqueue uses TLS by default; dask-jobqueue and the floor use plain TCP)")
+    print("\nscheduler event-loop latency during the ramp (median / p99 / max ms) and peak memory (GiB):")
+    for r in rows:
+        for name in names:
+            c = r.get(name, {})
+            if "loop_latency" in c:
+                lat = c["loop_latency"]
+                print(f"  {r['workers']:>4} x{r['processes_per_job']} {name:14} {lat['median_ms']:>6} / "
+                      f"{lat['p99_ms']:>6} / {lat['max_ms']:>6}   {c['memory_gib']:>5}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="8,32")
+    ap.add_argument("--sizes", default="8,16,32,64,128")
     ap.add_argument("--processes", default="1,4")
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per contender and size (the median is kept)")
     ap.add_argument("--pending", type=int, default=200)
     ap.add_argument("--idle", type=float, default=30)
     ap.add_argument("--settle", type=float, default=65, help="seconds to wait after the submissions")
@@ -178,52 +327,68 @@ def main() -> None:
     ap.add_argument("--no-idle", action="store_true", help="skip the 200-pending-jobs measurement")
     ap.add_argument("--tcp", action="store_true",
                     help="also time jobqueue with security=False (plain TCP, like the others)")
+    ap.add_argument("--contenders", default="jobqueue,dask-jobqueue,floor",
+                    help="comma-separated: jobqueue, jobqueue-tcp, dask-jobqueue, floor")
+    ap.add_argument("--plot", help="write a PNG of time against N here (needs matplotlib: pip install '.[bench]')")
+    ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args()
     counter = CommandCounter()
-    contenders = {"jobqueue": run_jobqueue, "dask-jobqueue": run_dask_jobqueue, "floor": run_floor}
-    if args.tcp:
-        contenders["jobqueue-tcp"] = run_jobqueue_tcp
-    rows = []
-    for n in ([] if args.only_idle else [int(x) for x in args.sizes.split(",")]):
-        for p in [int(x) for x in args.processes.split(",")]:
+    every = {"jobqueue": run_jobqueue, "jobqueue-tcp": run_jobqueue_tcp, "dask-jobqueue": run_dask_jobqueue,
+             "floor": run_floor}
+    names = [c for c in args.contenders.split(",") if c] + (["jobqueue-tcp"] if args.tcp else [])
+    contenders = {name: every[name] for name in dict.fromkeys(names)}
+    rows, done = [], {}
+    for p in [int(x) for x in args.processes.split(",")]:
+        for n in ([] if args.only_idle else [int(x) for x in args.sizes.split(",")]):
             if n % p:
                 continue
-            samples: dict[str, list[dict]] = {k: [] for k in contenders}
-            for _ in range(args.repeat):
-                for name, fn in contenders.items():
-                    if name == "floor" and p != 1:
-                        continue
-                    samples[name].append(fn(n, p, counter))
             row = {"workers": n, "processes_per_job": p}
-            for name, runs in samples.items():
-                if runs:
-                    row[name] = {"seconds": round(statistics.median(r["seconds"] for r in runs), 2),
-                                 "submit_commands": runs[0]["submit_commands"]}
+            for name, fn in contenders.items():
+                if name == "floor" and p != 1:
+                    continue
+                why = _fits(name, n, done)
+                if why:
+                    row[name] = {"skipped": why}
+                    continue
+                runs = []
+                for _ in range(args.repeat):
+                    try:
+                        runs.append(fn(n, p, counter))
+                    except Exception as exc:  # a contender that does not get there is a result too
+                        print(f"{name} at {n} x{p}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+                        _queue_empty(300)
+                if not runs:
+                    row[name] = {"skipped": f"failed: did not reach {n} workers within {_deadline(n):.0f} s"}
+                    continue
+                best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
+                row[name] = {**best, "seconds": round(best["seconds"], 2), "all_seconds": [round(r["seconds"], 2)
+                                                                                           for r in runs]}
+                done.setdefault(name, []).append({"workers": n, "memory_gib": best["memory_gib"]})
             rows.append(row)
             print(json.dumps(row), flush=True)
     idle = {} if args.no_idle else {k: idle_cost(k, args.pending, args.idle, counter, args.settle)
                                     for k in ("jobqueue", "dask-jobqueue")}
-
-    print(f"\n{'N':>4} {'p/job':>5} | {'jobqueue s':>10} {'subm':>5} | {'dask-jq s':>9} {'subm':>5} | "
-          f"{'floor s':>7} | {'jq/djq':>6} {'jq/floor':>8}")
-    for r in rows:
-        jq, dj, fl = r.get("jobqueue", {}), r.get("dask-jobqueue", {}), r.get("floor", {})
-        ratio = f"{jq['seconds'] / dj['seconds']:.2f}" if jq and dj else "-"
-        rfloor = f"{jq['seconds'] / fl['seconds']:.2f}" if jq and fl else "-"
-        print(f"{r['workers']:>4} {r['processes_per_job']:>5} | {jq.get('seconds', '-')!s:>10} "
-              f"{jq.get('submit_commands', '-')!s:>5} | {dj.get('seconds', '-')!s:>9} "
-              f"{dj.get('submit_commands', '-')!s:>5} | {fl.get('seconds', '-')!s:>7} | {ratio:>6} {rfloor:>8}")
-    for r in rows:
-        if "jobqueue-tcp" in r:
-            print(f"jobqueue with security=False, {r['workers']} workers at {r['processes_per_job']}/job: "
-                  f"{r['jobqueue-tcp']['seconds']} s")
-    print("(jobqueue uses TLS by default; dask-jobqueue and the floor use plain TCP)")
+    _print_table(rows, list(contenders))
+    costs = {f"{name} x{p}": _cost_per_worker(rows, name, p) for name in contenders for p in (1, 4)}
+    costs = {k: v for k, v in costs.items() if v}
+    if costs:
+        print("\nseconds per added worker (8 -> 32, 32 -> 128, ratio):")
+        for k, v in costs.items():
+            print(f"  {k:18} {v.get('8_to_32', '-')!s:>6} {v.get('32_to_128', '-')!s:>6} {v.get('ratio', '-')!s:>6}")
     if idle:
         print(f"\nwhile {args.pending} jobs wait ({args.idle:.0f} s):")
     for k, v in idle.items():
         print(f"  {k:14} status commands/min {v['status_commands_per_minute']:.1f}, CPU {v['cpu_seconds']} s "
               f"(login-node CPU with its commands: {v['login_cpu_seconds_per_minute']} s/min)")
-    print(json.dumps({"scale_up": rows, "idle": idle}))
+    result = {"scale_up": rows, "cost_per_added_worker": costs, "idle": idle,
+              "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if args.plot and rows:
+        plot(rows, args.plot)
+        print(f"plot written to {args.plot}")
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
