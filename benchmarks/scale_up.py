@@ -3,23 +3,30 @@
 Runs the contenders alternately in one run on the same Slurm, so load drifts hit all
 alike, and prints a table plus one JSON line:
 
-- time to N workers (N = 8, 32, 64 by --sizes; 1 and 4 processes per job by --processes),
-  from the cluster object existing to `wait_for_workers(N)` returning;
+- time to N workers (N = 8, 16, 32, 64, 128 by --sizes; 1 and 4 processes per job by
+  --processes), from the cluster object existing to `wait_for_workers(N)` returning;
+- the scheduler's event-loop latency meanwhile (how late a callback asked for every 20 ms
+  ran: median, p99, max) and the machine's peak memory in use;
 - submission commands issued (sbatch calls, counted with a PATH shim);
+- seconds per added worker from 8 to 32 and from 32 to 128, and their ratio;
 - status commands per minute and CPU seconds of this (login-node) process while
-  --pending jobs wait in the queue (held), over --idle seconds;
+  --pending jobs wait in the queue (held), over --idle seconds (skip with --no-idle);
 - the floor: bare `dask worker --no-nanny` jobs submitted by hand with sbatch, one per
   worker, against a plain scheduler.
 
-    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--pending 200] [--tcp] [--no-idle]
+    python benchmarks/scale_up.py [--sizes 8,32] [--processes 1,4] [--repeat 1] [--tcp]
+        [--contenders jobqueue,dask-jobqueue,floor] [--no-idle] [--plot scaling.png] [--json out.json]
 
-Timing goals live here, never in tests. Needs a running Slurm (bash ci/slurm/start.sh)
-and dask-jobqueue (pip install '.[test]').
+Timing goals live here, never in tests. Needs a running Slurm whose node advertises a CPU
+per job (128 single-worker jobs: SLURM_NODE_CPUS=160 SLURM_NODE_MEM_MB=131072 bash
+ci/slurm/start.sh), dask-jobqueue (pip install '.[test]') and, for --plot, matplotlib
+(pip install '.[bench]').
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import statistics
@@ -352,11 +359,15 @@ def main() -> None:
                     continue
                 runs = []
                 for _ in range(args.repeat):
+                    # a run that hangs past its deadline prints every thread's stack and ends the benchmark
+                    faulthandler.dump_traceback_later(_deadline(n) + 300, exit=True)
                     try:
                         runs.append(fn(n, p, counter))
                     except Exception as exc:  # a contender that does not get there is a result too
                         print(f"{name} at {n} x{p}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                         _queue_empty(300)
+                    finally:
+                        faulthandler.cancel_dump_traceback_later()
                 if not runs:
                     row[name] = {"skipped": f"failed: did not reach {n} workers within {_deadline(n):.0f} s"}
                     continue
