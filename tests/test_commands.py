@@ -59,3 +59,49 @@ def test_run_async_does_not_block_the_loop():
         return ticks
 
     assert asyncio.run(main()) > 10
+
+
+def test_command_threads_are_reused_and_run_side_by_side(monkeypatch):
+    """Calls run in kept threads (starting a thread per status poll blocked the scheduler's loop
+    until the thread was scheduled); concurrent calls still get a thread each."""
+    import threading
+
+    from jobqueue.commands import in_thread
+
+    async def main():
+        await in_thread(threading.get_ident)
+        started = []
+        start = threading.Thread.start
+        monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self)))
+        idents = [await in_thread(threading.get_ident) for _ in range(20)]
+        assert started == [], "sequential calls start no thread"
+        monkeypatch.undo()
+        barrier = threading.Barrier(4, timeout=30)  # broken unless all four run at once
+
+        def meet():
+            barrier.wait()
+            return threading.get_ident()
+
+        together = await asyncio.gather(*(in_thread(meet) for _ in range(4)))
+        return idents, together
+
+    idents, together = asyncio.run(main())
+    assert threading.get_ident() not in idents
+    assert len(set(together)) == 4
+
+
+def test_command_threads_work_in_a_forked_child():
+    import os
+
+    from jobqueue.commands import in_thread
+
+    assert asyncio.run(in_thread(lambda: 7)) == 7  # the parent has a thread now
+    pid = os.fork()
+    if pid == 0:  # the child has none of it: a call must start its own, not wait for a ghost
+        try:
+            ok = asyncio.run(asyncio.wait_for(in_thread(lambda: 8), 20)) == 8
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
