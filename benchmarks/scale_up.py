@@ -79,21 +79,21 @@ def _queue_empty(timeout=120):
         time.sleep(0.5)
 
 
-class LoopLatency:
-    """How late a callback runs on the scheduler's event loop: a thread asks for one every
-    `interval` seconds and records the delay until it ran (the scheduler's responsiveness)."""
+class Sampler:
+    """A daemon thread that calls `sample()` every `interval` seconds while in its `with` block."""
 
-    def __init__(self, loop, interval: float = 0.02):
-        self.loop, self.interval, self.samples = loop, interval, []
+    interval = 0.2
+
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.loop.add_callback(self._hit, time.perf_counter())
+            self.sample()
 
-    def _hit(self, t0: float):
-        self.samples.append(time.perf_counter() - t0)
+    def sample(self):
+        raise NotImplementedError
 
     def __enter__(self):
         self._thread.start()
@@ -102,6 +102,23 @@ class LoopLatency:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class LoopLatency(Sampler):
+    """How late a callback runs on the scheduler's event loop: one is asked for every 20 ms and
+    the delay until it ran is recorded (the scheduler's responsiveness)."""
+
+    interval = 0.02
+
+    def __init__(self, loop):
+        super().__init__()
+        self.loop, self.samples = loop, []
+
+    def sample(self):
+        self.loop.add_callback(self._hit, time.perf_counter())
+
+    def _hit(self, t0: float):
+        self.samples.append(time.perf_counter() - t0)
 
     def summary(self) -> dict:
         ms = sorted(x * 1000 for x in self.samples) or [0.0]
@@ -113,25 +130,15 @@ def _memory_used() -> float:
     return psutil.virtual_memory().used / 2**30
 
 
-class MemoryPeak:
+class MemoryPeak(Sampler):
     """Peak memory in use on the machine (GiB) while a run ramps up, sampled every 0.2 s."""
 
     def __init__(self):
+        super().__init__()
         self.base, self.peak = _memory_used(), 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.wait(0.2):
-            self.peak = max(self.peak, _memory_used() - self.base)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self):
+        self.peak = max(self.peak, _memory_used() - self.base)
 
 
 def _deadline(n: int) -> float:
