@@ -198,10 +198,10 @@ def resolve(system: type[BatchSystem], given: dict, cfg: Callable[[str], Any]) -
             warnings.warn("cuda_worker=True: dask-cuda is not installed in this Python; the workers need it on the "
                           "compute nodes (pip install dask-cuda there, or use gpus= alone for plain workers pinned "
                           "to their GPUs)", UserWarning, stacklevel=5)
-    for flag, default in (("nanny", True), ("strict_prologue", True), ("worker_dashboard", False),
-                          ("lean_start", True)):
+    defaults = {f.name: f.default for f in dataclasses.fields(JobSpec)}
+    for flag in ("nanny", "strict_prologue", "worker_dashboard", "lean_start"):  # a null in the config
         if out.get(flag) is None:
-            out[flag] = default
+            out[flag] = defaults[flag]
     return out
 
 

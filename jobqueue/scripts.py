@@ -15,7 +15,7 @@ import re
 from typing import Iterable, Sequence
 
 import jinja2
-from dask.utils import format_bytes
+from dask.utils import format_bytes, parse_timedelta
 
 from .spec import JobSpec, check_line_value, retirement
 from .systems.base import BatchSystem
@@ -26,7 +26,8 @@ _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
 RUNTIME_PRELOAD = "jobqueue.runtime.worker"
 MPI_RUNTIME = "jobqueue.runtime.mpi"
-IDLE_TICK = "200ms"  # the workers' event-loop tick (dask's default: 20ms)
+IDLE_TICK = "200ms"  # the workers' event-loop tick
+DASK_TICK = 0.02  # dask's own default, in seconds: a tick the user configured is kept
 LEAN_START_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime", "boot")  # its sitecustomize
 
 
@@ -170,8 +171,12 @@ def fork_start_environment(spec: JobSpec) -> list[str]:
     if str(pre.get("PYTHONHASHSEED", "0")) == "0":
         pre["PYTHONHASHSEED"] = 6640  # what distributed's nanny gives its workers
     env.update(pre)
-    return [f'[ -n "${{{name}+x}}" ] || export {name}={shell_word(value)}'
-            for name, value in env.items() if _NAME.fullmatch(name)]
+    return [_export_unless_set(name, value) for name, value in env.items() if _NAME.fullmatch(name)]
+
+
+def _export_unless_set(name: str, value: object) -> str:
+    """A shell line exporting name=value unless the job's environment (or prologue) set it."""
+    return f'[ -n "${{{name}+x}}" ] || export {name}={shell_word(value)}'
 
 
 def lean_start_environment(spec: JobSpec) -> list[str]:
@@ -190,9 +195,8 @@ def lean_start_environment(spec: JobSpec) -> list[str]:
     import dask
     import distributed  # noqa: F401  (registers the distributed.* config defaults read here)
 
-    if dask.config.get("distributed.admin.tick.interval", "20ms") in ("20ms", "20 ms", 0.02):
-        lines.append('[ -n "${DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL+x}" ] || '
-                     f"export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL={IDLE_TICK}")
+    if parse_timedelta(dask.config.get("distributed.admin.tick.interval", "20ms")) == DASK_TICK:
+        lines.append(_export_unless_set("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", IDLE_TICK))
     return lines
 
 
