@@ -113,9 +113,10 @@ class _Threads:
 
     def _work(self) -> None:
         while True:
-            self._tasks.get()()
-            with self._lock:
+            deliver = self._tasks.get()()
+            with self._lock:  # idle before the caller hears back: its next call reuses this thread
                 self._idle += 1
+            deliver()
 
 
 _THREADS = _Threads()
@@ -131,15 +132,19 @@ async def in_thread(fn, *args, **kwargs):
         if not future.done():
             getattr(future, outcome)(value)
 
-    def target() -> None:
+    def target():
         try:
             outcome, value = "set_result", fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
             outcome, value = "set_exception", exc
-        try:
-            loop.call_soon_threadsafe(settle, outcome, value)
-        except RuntimeError:  # the loop closed meanwhile: nobody is waiting
-            pass
+
+        def deliver() -> None:
+            try:
+                loop.call_soon_threadsafe(settle, outcome, value)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
+
+        return deliver
 
     _THREADS.submit(target)
     return await future
