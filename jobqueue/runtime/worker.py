@@ -35,6 +35,8 @@ import socket
 import sys
 import time
 
+from .idle import profile_while_busy
+
 logger = logging.getLogger("jobqueue.runtime")
 
 if "_jobqueue_lean_start" in sys.modules:  # started lean (jobqueue/runtime/boot): the imports are done
@@ -225,6 +227,7 @@ def dask_setup(server) -> None:
 
     if isinstance(server, Worker):
         _setup_worker(server)
+        profile_while_busy(server)
         if getattr(server, "nanny", None) is None:  # under a nanny, the nanny watches
             _watch(server, getattr(getattr(server, "scheduler", None), "address", None))
     elif isinstance(server, Nanny):
