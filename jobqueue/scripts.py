@@ -185,13 +185,15 @@ def lean_start_environment(spec: JobSpec) -> list[str]:
     jobqueue's preload ends once the worker command has imported what it needs. Not for
     containers (their Python need not see this directory) nor other worker commands.
 
-    And a quieter idle: dask's event-loop tick (distributed.admin.tick.interval, which only
+    And a quieter idle: JOBQUEUE_QUIET_IDLE=1 has jobqueue's preload apply
+    jobqueue/runtime/idle.py (profiler and 100 ms memory checks only while busy), and dask's event-loop tick (distributed.admin.tick.interval, which only
     looks for a blocked loop) every 200 ms instead of 20 ms in nanny and worker -- an idle
     nanny then costs 0.9 % of a core instead of 2.2 % -- unless the user configured a tick."""
     if not spec.lean_start or spec.worker_command != "distributed.cli.dask_worker" or spec.container \
             or spec.cuda_worker or spec.job_nodes > 1:
         return []
-    lines = [f"export JOBQUEUE_LEAN_START=1 PYTHONPATH={shell_word(LEAN_START_DIR)}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    lines = [f"export JOBQUEUE_LEAN_START=1 JOBQUEUE_QUIET_IDLE=1 PYTHONPATH={shell_word(LEAN_START_DIR)}"
+             "${PYTHONPATH:+:$PYTHONPATH}"]
     import dask
     import distributed  # noqa: F401  (registers the distributed.* config defaults read here)
 

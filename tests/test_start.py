@@ -40,7 +40,7 @@ def _child_state():
 def test_workers_start_lean_and_run_as_plain_python():
     with LocalCluster(cores=2, memory="2GB", processes=2) as cluster:
         script = cluster.job_script()
-        assert f"export JOBQUEUE_LEAN_START=1 PYTHONPATH={LEAN_START_DIR}" in script
+        assert f"export JOBQUEUE_LEAN_START=1 JOBQUEUE_QUIET_IDLE=1 PYTHONPATH={LEAN_START_DIR}" in script
         assert " --no-dashboard" in script
         cluster.scale(jobs=1)
         with Client(cluster) as client:
@@ -89,6 +89,12 @@ def test_lean_start_and_worker_dashboard_can_be_switched(tmp_path):
             assert state["gc"] and not state["frozen"] and not state["lean_module"], state
             assert state["tick"] == "20ms", state  # dask's own
             assert state["bokeh"], state
+            # dask's idle too: no jobqueue idle rules (jobqueue/runtime/idle.py), profiler every 10 ms
+            quiet = client.run(lambda dask_worker: (os.environ.get("JOBQUEUE_QUIET_IDLE"),
+                                                    "jobqueue-quiet-when-idle" in dask_worker.plugins,
+                                                    type(dask_worker.periodic_callbacks["profile"]).__name__,
+                                                    "monitor" in dask_worker.periodic_callbacks))
+            assert list(quiet.values()) == [(None, False, "PeriodicCallback", True)], quiet
             (port,) = client.run(lambda dask_worker: dask_worker.http_server.port).values()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=30) as r:
                 assert r.status == 200 and b"bokeh" in r.read().lower()
@@ -124,57 +130,3 @@ def test_the_worker_command_is_lean_until_jobqueue_preload_ends_it(tmp_path):
     assert lines == ["import False sitecustomize", "setup True yaml True"], (out.stdout, out.stderr[-2000:])
     assert "sitecustomize" not in out.stderr
 
-
-def _count_profile_calls(dask_worker):
-    """Count the runs of the worker's stack-sampling callback from now on."""
-    pc = dask_worker.periodic_callbacks["profile"]
-    if not hasattr(dask_worker, "_test_profile_calls"):
-        real = pc.callback
-
-        def counted():
-            dask_worker._test_profile_calls += 1
-            real()
-
-        pc.callback = counted
-    dask_worker._test_profile_calls = 0
-
-
-def _profile_calls(dask_worker):
-    return dask_worker._test_profile_calls
-
-
-def test_the_profiler_samples_while_tasks_run_and_sleeps_while_idle():
-    """distributed's 10 ms profiler callback woke idle workers 100 times a second (3.3 % of a
-    core each); now it runs only while a task runs, and samples tasks as before."""
-    import time
-
-    def _spin_where_the_profiler_sees_it(seconds, secede=False):  # local: pickled by value
-        if secede:
-            from distributed import secede as leave_the_thread_pool
-
-            leave_the_thread_pool()
-        end = time.time() + seconds
-        n = 0
-        while time.time() < end:
-            n += 1
-        return n > 0
-
-    with LocalCluster(cores=1, memory="1GB", processes=1) as cluster:
-        cluster.scale(jobs=1)
-        with Client(cluster) as client:
-            client.wait_for_workers(1, timeout=60)
-            client.run(_count_profile_calls)
-            time.sleep(1.0)
-            (idle,) = client.run(_profile_calls).values()
-            assert idle == 0, f"the idle worker ran its profiler {idle} times in 1 s"
-            for secede in (False, True):  # an executing task, then a long-running (seceded) one
-                client.run(_count_profile_calls)
-                assert client.submit(_spin_where_the_profiler_sees_it, 1.5, secede, pure=False).result()
-                (busy,) = client.run(_profile_calls).values()
-                assert busy >= 50, f"{busy} samples in a 1.5 s task (secede={secede}); 10 ms is ~150"
-            profile = client.profile()
-            assert "_spin_where_the_profiler_sees_it" in str(profile), "the task's frames are in the profile"
-            client.run(_count_profile_calls)
-            time.sleep(1.0)
-            (after,) = client.run(_profile_calls).values()
-            assert after == 0, f"the profiler still ran {after} times in 1 s after the tasks ended"

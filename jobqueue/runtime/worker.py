@@ -22,6 +22,9 @@ JOBQUEUE_REACH_TIMEOUT seconds (default 10) after it started probes the schedule
 host and port; if nothing answers there it logs the address it tried, from which host
 and address, and the error, and exits (code 68) -- instead of retrying silently until
 death_timeout -- so the job ends and the cluster reports it within seconds.
+
+With JOBQUEUE_QUIET_IDLE=1 (the lean job script's default) idle workers and nannies wake up
+less often: see jobqueue/runtime/idle.py.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import socket
 import sys
 import time
 
-from .idle import profile_while_busy
+from .idle import quiet_nanny, quiet_worker
 
 logger = logging.getLogger("jobqueue.runtime")
 
@@ -155,6 +158,31 @@ def _setup_nanny(nanny) -> None:
 
     for signum in (signal.SIGTERM, *retire_signals()):
         _install(signum, lambda signum=signum: forward(signum))
+    _memory_kill_is_immediate(nanny)
+
+
+def _memory_kill_is_immediate(nanny) -> None:
+    """distributed's nanny stops a worker past the terminate fraction of its memory limit with
+    SIGTERM, which kills a dask worker at once -- but jobqueue's workers take SIGTERM as the
+    batch system's notice and retire gracefully: the task kept growing for as long as it ran,
+    the retirement closed the nanny too (no restart), and the scheduler moved the task to the
+    next job rather than counting a failure. So that one SIGTERM is a SIGKILL here."""
+    callback = nanny.periodic_callbacks.get("memory_monitor")
+    if callback is None:
+        return
+    monitor = callback.callback
+
+    def kill_past_the_limit():
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        if process is None:
+            return monitor()
+        process.terminate = process.kill  # this instance, for this call
+        try:
+            return monitor()
+        finally:
+            del process.terminate
+
+    callback.callback = kill_past_the_limit
 
 
 UNREACHABLE_EXIT = 68  # EX_NOHOST
@@ -227,9 +255,12 @@ def dask_setup(server) -> None:
 
     if isinstance(server, Worker):
         _setup_worker(server)
-        profile_while_busy(server)
+        if os.environ.get("JOBQUEUE_QUIET_IDLE") == "1":
+            quiet_worker(server)
         if getattr(server, "nanny", None) is None:  # under a nanny, the nanny watches
             _watch(server, getattr(getattr(server, "scheduler", None), "address", None))
     elif isinstance(server, Nanny):
         _setup_nanny(server)
+        if os.environ.get("JOBQUEUE_QUIET_IDLE") == "1":
+            quiet_nanny(server)
         _watch(server, server.scheduler_addr)
