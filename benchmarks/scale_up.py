@@ -68,14 +68,23 @@ class CommandCounter:
 
 def _queue_empty(timeout=120):
     """Wait until the queue is empty and every worker process has exited (so the next run starts
-    on a quiet machine and measures its own memory)."""
+    on a quiet machine and measures its own memory). A bare floor worker sometimes outlives its
+    scancel'ed job, orphaned (parent pid 1) and waiting for its closed scheduler: once the queue
+    is empty those are killed after 10 s, and said, instead of holding every later run."""
     deadline = time.time() + timeout
+    empty_since = None
     while time.time() < deadline:
         out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip()
-        workers = [p for p in psutil.process_iter(["cmdline"]) if "distributed.cli.dask_worker" in
+        workers = [p for p in psutil.process_iter(["cmdline", "ppid"]) if "distributed.cli.dask_worker" in
                    " ".join(p.info["cmdline"] or [])]
         if not out and not workers:
             return
+        empty_since = (empty_since or time.time()) if not out else None
+        if empty_since and time.time() - empty_since > 10:
+            for p in workers:
+                if p.info["ppid"] == 1 and "--no-nanny" in p.info["cmdline"]:
+                    print(f"killing an orphaned floor worker (pid {p.pid}) its job left behind", flush=True)
+                    p.kill()
         time.sleep(0.5)
 
 
@@ -141,8 +150,11 @@ class MemoryPeak(Sampler):
         self.peak = max(self.peak, _memory_used() - self.base)
 
 
+DEADLINE_CAP = None  # --deadline: at most this many seconds per run
+
+
 def _deadline(n: int) -> float:
-    return max(120.0, 4.0 * n)
+    return min(max(120.0, 4.0 * n), DEADLINE_CAP or float("inf"))
 
 
 def _ramp(cluster, n: int, t0: float, start) -> dict:
@@ -336,6 +348,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender and size (the median is kept)")
     ap.add_argument("--pending", type=int, default=200)
     ap.add_argument("--idle", type=float, default=30)
+    ap.add_argument("--deadline", type=float,
+                    help="seconds a run may take before it counts as failed (default max(120, 4 N))")
     ap.add_argument("--settle", type=float, default=65, help="seconds to wait after the submissions")
     ap.add_argument("--only-idle", action="store_true", help="skip the scale-up timings")
     ap.add_argument("--no-idle", action="store_true", help="skip the 200-pending-jobs measurement")
@@ -346,12 +360,14 @@ def main() -> None:
     ap.add_argument("--plot", help="write a PNG of time against N here (needs matplotlib: pip install '.[bench]')")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args()
+    global DEADLINE_CAP
+    DEADLINE_CAP = args.deadline
     counter = CommandCounter()
     every = {"jobqueue": run_jobqueue, "jobqueue-tcp": run_jobqueue_tcp, "dask-jobqueue": run_dask_jobqueue,
              "floor": run_floor}
     names = [c for c in args.contenders.split(",") if c] + (["jobqueue-tcp"] if args.tcp else [])
     contenders = {name: every[name] for name in dict.fromkeys(names)}
-    rows, done = [], {}
+    rows, done, failed = [], {}, {}  # failed: (contender, processes) -> why larger sizes are left out
     for p in [int(x) for x in args.processes.split(",")]:
         for n in ([] if args.only_idle else [int(x) for x in args.sizes.split(",")]):
             if n % p:
@@ -360,7 +376,7 @@ def main() -> None:
             for name, fn in contenders.items():
                 if name == "floor" and p != 1:
                     continue
-                why = _fits(name, n, done)
+                why = failed.get((name, p)) or _fits(name, n, done)
                 if why:
                     row[name] = {"skipped": why}
                     continue
@@ -373,10 +389,12 @@ def main() -> None:
                     except Exception as exc:  # a contender that does not get there is a result too
                         print(f"{name} at {n} x{p}: {type(exc).__name__}: {str(exc)[:300]}", flush=True)
                         _queue_empty(300)
+                        break  # its other runs at this size would fail the same way
                     finally:
                         faulthandler.cancel_dump_traceback_later()
                 if not runs:
                     row[name] = {"skipped": f"failed: did not reach {n} workers within {_deadline(n):.0f} s"}
+                    failed[(name, p)] = f"left out: failed at {n} workers"
                     continue
                 best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
                 row[name] = {**best, "seconds": round(best["seconds"], 2), "all_seconds": [round(r["seconds"], 2)
