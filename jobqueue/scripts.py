@@ -186,9 +186,9 @@ def lean_start_environment(spec: JobSpec) -> list[str]:
     containers (their Python need not see this directory) nor other worker commands.
 
     And a quieter idle: JOBQUEUE_QUIET_IDLE=1 has jobqueue's preload apply
-    jobqueue/runtime/idle.py (profiler and 100 ms memory checks only while busy), and dask's event-loop tick (distributed.admin.tick.interval, which only
-    looks for a blocked loop) every 200 ms instead of 20 ms in nanny and worker -- an idle
-    nanny then costs 0.9 % of a core instead of 2.2 % -- unless the user configured a tick."""
+    jobqueue/runtime/idle.py (profiler, 100 ms memory checks and ticks at dask's pace only
+    while busy), and dask's event-loop tick (distributed.admin.tick.interval, which only looks
+    for a blocked loop) is 200 ms instead of 20 ms while busy, unless the user configured one."""
     if not spec.lean_start or spec.worker_command != "distributed.cli.dask_worker" or spec.container \
             or spec.cuda_worker or spec.job_nodes > 1:
         return []

@@ -34,8 +34,11 @@ the job script unless ``lean_start=False``):
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
+
+logger = logging.getLogger("jobqueue.runtime")
 
 NAME = "jobqueue-quiet-when-idle"
 IDLE_MEMORY_CHECK = 1.0  # seconds between memory checks of an idle worker, or a nanny whose worker is steady
@@ -128,7 +131,8 @@ class QuietWhenIdle:
         return bool(self._state.executing or self._state.long_running)
 
     def busy(self) -> bool:
-        return self.computing() or bool(self._state.in_flight_tasks) or self._worker.status == self._paused
+        return self.computing() or bool(getattr(self._state, "in_flight_tasks", ())) or \
+            self._worker.status == self._paused
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if start in _BUSY or finish in _BUSY:
@@ -189,7 +193,10 @@ def quiet_worker(worker: Any) -> QuietWhenIdle | None:
         beat = heartbeat.callback
 
         def sample_then_beat():
-            worker.monitor.update()
+            try:
+                worker.monitor.update()
+            except Exception:  # noqa: BLE001 - a failed sample must not cost the heartbeat
+                logger.debug("jobqueue: system monitor sample failed", exc_info=True)
             return beat()
 
         heartbeat.callback = sample_then_beat

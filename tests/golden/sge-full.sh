@@ -26,8 +26,8 @@ trap 'echo "[jobqueue] job script exited with code $?" >&2' EXIT
 [ -n "${PYTHONHASHSEED+x}" ] || export PYTHONHASHSEED=6640
 
 # the worker command starts lean (jobqueue/runtime/boot: no garbage collection during its
-# imports, libyaml for dask's config) and idles quietly (a 200 ms event-loop tick instead of
-# 20 ms); lean_start=False for dask's defaults
+# imports, libyaml for dask's config) and idles quietly (jobqueue/runtime/idle.py: profiler,
+# memory checks and ticks slow down while no task runs); lean_start=False for dask's defaults
 export JOBQUEUE_LEAN_START=1 JOBQUEUE_QUIET_IDLE=1 PYTHONPATH=/site-packages/jobqueue/runtime/boot${PYTHONPATH:+:$PYTHONPATH}
 [ -n "${DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL+x}" ] || export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=200ms
 
