@@ -81,11 +81,19 @@ def _restart(callback: Any, seconds: float) -> None:
 
 class _WhileComputing:
     """Stands in for ``worker.periodic_callbacks["profile"]``: the worker starts and stops it as
-    it would the callback (at registration, on reconnect, at close), and it runs the real
-    callback only while ``computing()`` says a task executes."""
+    it would the callback (at registration, on reconnect, at close). The real callback starts
+    when a task starts executing (``wake``) and stops itself after a sample finds none running."""
 
     def __init__(self, callback: Any, computing) -> None:
         self._callback, self._computing, self._wanted = callback, computing, False
+        sample = callback.callback
+
+        def sample_then_sleep():
+            sample()
+            if not computing():
+                callback.stop()  # inside its own run: no next run is scheduled
+
+        callback.callback = sample_then_sleep
 
     def __getattr__(self, name: str) -> Any:  # callback_time and the rest
         return getattr(self._callback, name)
@@ -98,34 +106,45 @@ class _WhileComputing:
 
     def start(self) -> None:
         self._wanted = True
-        self.update()
+        self.wake()
 
     def stop(self) -> None:
         self._wanted = False
-        self.update()
+        if self._callback.is_running():
+            self._callback.stop()
 
     def is_running(self) -> bool:
         return self._wanted
 
-    def update(self) -> None:
-        run = self._wanted and self._computing()
-        if run != self._callback.is_running():
-            self._callback.start() if run else self._callback.stop()
+    def wake(self) -> None:
+        if self._wanted and not self._callback.is_running() and self._computing():
+            self._callback.start()
 
 
 class QuietWhenIdle:
-    """A worker plugin: task transitions tell it when the worker becomes busy or idle."""
+    """A worker plugin: task transitions tell it when work arrives, and it brings dask's pace
+    back at once; the callbacks themselves slow down after a run that finds the worker idle
+    (so a stream of short tasks costs a comparison per transition, not a timer restart)."""
 
     def __init__(self, worker: Any) -> None:
         from distributed.core import Status
 
         self._worker, self._state, self._paused = worker, worker.state, Status.paused
         self.profile: _WhileComputing | None = None
-        self.memory = worker.periodic_callbacks.get("memory_monitor")
+        self.memory = None  # the worker's memory monitor, once paced by _worker_memory_check
         self.in_memory_check = False  # a PeriodicCallback restarted inside its own run would run twice
-        self.busy_memory_check = self.memory.callback_time / 1000 if self.memory is not None else None
+        self.busy_memory_check = None
         self.tick = worker.periodic_callbacks.get("tick")
         self.busy_tick = self.tick.callback_time / 1000 if self.tick is not None else None
+        if self.tick is not None:
+            measure = self.tick.callback
+
+            def measure_then_pace():
+                measure()
+                _pace_next(self.tick, self.busy_tick if self.busy() else max(IDLE_TICK, self.busy_tick))
+
+            self.tick.callback = measure_then_pace
+            _pace_next(self.tick, max(IDLE_TICK, self.busy_tick))
 
     def computing(self) -> bool:
         return bool(self._state.executing or self._state.long_running)
@@ -135,24 +154,27 @@ class QuietWhenIdle:
             self._worker.status == self._paused
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if start in _BUSY or finish in _BUSY:
-            self.update()
+        if finish in _BUSY:
+            self.wake()
 
-    def update(self) -> None:
+    def wake(self) -> None:
+        """Work arrived: profiler on, memory checks and ticks at dask's pace from now."""
         if self.profile is not None:
-            self.profile.update()
-        busy = self.busy()
+            self.profile.wake()
         if self.memory is not None:
-            seconds = self.busy_memory_check if busy else max(IDLE_MEMORY_CHECK, self.busy_memory_check)
-            (_pace_next if self.in_memory_check else _restart)(self.memory, seconds)
+            (_pace_next if self.in_memory_check else _restart)(self.memory, self.busy_memory_check)
         if self.tick is not None:
-            _restart(self.tick, self.busy_tick if busy else max(IDLE_TICK, self.busy_tick))
+            _restart(self.tick, self.busy_tick)
+
+    def memory_pace(self) -> float:
+        return self.busy_memory_check if self.busy() else max(IDLE_MEMORY_CHECK, self.busy_memory_check)
 
 
 def _worker_memory_check(worker: Any, quiet: QuietWhenIdle) -> None:
-    manager, callback = worker.memory_manager, quiet.memory
+    manager, callback = worker.memory_manager, worker.periodic_callbacks["memory_monitor"]
     monitor, limit = callback.callback, manager.memory_limit
     act_above = min(_fraction(manager.memory_spill_fraction), _fraction(manager.memory_pause_fraction)) * limit
+    quiet.memory, quiet.busy_memory_check = callback, callback.callback_time / 1000
 
     async def act():
         quiet.in_memory_check = True
@@ -160,15 +182,18 @@ def _worker_memory_check(worker: Any, quiet: QuietWhenIdle) -> None:
             await monitor()
         finally:
             quiet.in_memory_check = False
-            quiet.update()  # paused or resumed by the monitor: its pace follows
+            _pace_next(callback, quiet.memory_pace())  # paused or resumed by the monitor: its pace follows
 
     def check():
-        if worker.status == quiet._paused:
-            return act()
-        used = rss()
-        return act() if used is None or used > act_above else None
+        if worker.status != quiet._paused:
+            used = rss()
+            if used is not None and used <= act_above:
+                _pace_next(callback, quiet.memory_pace())
+                return None
+        return act()
 
     callback.callback = check
+    _pace_next(callback, quiet.memory_pace())
 
 
 def quiet_worker(worker: Any) -> QuietWhenIdle | None:
@@ -184,7 +209,7 @@ def quiet_worker(worker: Any) -> QuietWhenIdle | None:
             profile.stop()
             quiet.profile.start()
         worker.periodic_callbacks["profile"] = quiet.profile
-    if quiet.memory is not None and worker.memory_manager.memory_limit and rss() is not None:
+    if "memory_monitor" in worker.periodic_callbacks and worker.memory_manager.memory_limit and rss() is not None:
         _worker_memory_check(worker, quiet)
     monitor, heartbeat = worker.periodic_callbacks.get("monitor"), worker.periodic_callbacks.get("heartbeat")
     if not getattr(worker, "_dashboard", True) and monitor is not None and heartbeat is not None:
@@ -201,7 +226,6 @@ def quiet_worker(worker: Any) -> QuietWhenIdle | None:
 
         heartbeat.callback = sample_then_beat
     worker.plugins[NAME] = quiet  # the worker's state machine tells its plugins of transitions
-    quiet.update()
     return quiet
 
 
