@@ -26,7 +26,7 @@ _VAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
 PLACEHOLDER_ADDRESS = "tcp://<insert-scheduler-address-here>:8786"
 RUNTIME_PRELOAD = "jobqueue.runtime.worker"
 MPI_RUNTIME = "jobqueue.runtime.mpi"
-IDLE_TICK = "200ms"  # the workers' event-loop tick
+WORKER_TICK = "200ms"  # the workers' event-loop tick while busy (jobqueue/runtime/idle.py slows it when idle)
 DASK_TICK = 0.02  # dask's own default, in seconds: a tick the user configured is kept
 LEAN_START_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime", "boot")  # its sitecustomize
 
@@ -198,7 +198,7 @@ def lean_start_environment(spec: JobSpec) -> list[str]:
     import distributed  # noqa: F401  (registers the distributed.* config defaults read here)
 
     if parse_timedelta(dask.config.get("distributed.admin.tick.interval", "20ms")) == DASK_TICK:
-        lines.append(_export_unless_set("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", IDLE_TICK))
+        lines.append(_export_unless_set("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", WORKER_TICK))
     return lines
 
 

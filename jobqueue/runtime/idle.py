@@ -141,10 +141,10 @@ class QuietWhenIdle:
 
             def measure_then_pace():
                 measure()
-                _pace_next(self.tick, self.busy_tick if self.busy() else max(IDLE_TICK, self.busy_tick))
+                _pace_next(self.tick, self.pace(self.busy_tick, IDLE_TICK))
 
             self.tick.callback = measure_then_pace
-            _pace_next(self.tick, max(IDLE_TICK, self.busy_tick))
+            _pace_next(self.tick, self.pace(self.busy_tick, IDLE_TICK))
 
     def computing(self) -> bool:
         return bool(self._state.executing or self._state.long_running)
@@ -166,8 +166,9 @@ class QuietWhenIdle:
         if self.tick is not None:
             _restart(self.tick, self.busy_tick)
 
-    def memory_pace(self) -> float:
-        return self.busy_memory_check if self.busy() else max(IDLE_MEMORY_CHECK, self.busy_memory_check)
+    def pace(self, busy_seconds: float, idle_seconds: float) -> float:
+        """A callback's interval now: dask's while busy, never faster than that while idle."""
+        return busy_seconds if self.busy() else max(idle_seconds, busy_seconds)
 
 
 def _worker_memory_check(worker: Any, quiet: QuietWhenIdle) -> None:
@@ -182,18 +183,18 @@ def _worker_memory_check(worker: Any, quiet: QuietWhenIdle) -> None:
             await monitor()
         finally:
             quiet.in_memory_check = False
-            _pace_next(callback, quiet.memory_pace())  # paused or resumed by the monitor: its pace follows
+            _pace_next(callback, quiet.pace(quiet.busy_memory_check, IDLE_MEMORY_CHECK))  # paused or resumed by the monitor: its pace follows
 
     def check():
         if worker.status != quiet._paused:
             used = rss()
             if used is not None and used <= act_above:
-                _pace_next(callback, quiet.memory_pace())
+                _pace_next(callback, quiet.pace(quiet.busy_memory_check, IDLE_MEMORY_CHECK))
                 return None
         return act()
 
     callback.callback = check
-    _pace_next(callback, quiet.memory_pace())
+    _pace_next(callback, quiet.pace(quiet.busy_memory_check, IDLE_MEMORY_CHECK))
 
 
 def quiet_worker(worker: Any) -> QuietWhenIdle | None:
